@@ -1,0 +1,23 @@
+# The two commands: `make dev` runs the whole stack, `make test` runs the whole test suite.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/infra/local
+UV := uv run --frozen
+
+.PHONY: bootstrap dev test lint check
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+dev: bootstrap
+	@$(UV) python -m devstack up
+
+test: bootstrap
+	@$(UV) pytest
+
+lint: bootstrap
+	@$(UV) ruff check .
+	@$(UV) ruff format --check .
+	@$(UV) mypy
+
+check: lint test

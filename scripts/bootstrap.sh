@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the stack and the tests need on a fresh Debian machine; safe to run again.
+# Keycloak itself is fetched through Maven on first start (infra/local/devstack/keycloak.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || need_apt+=(postgresql)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+if [[ "${MRO_WITH_BROWSER:-0}" == "1" ]]; then
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
+
+if ((${#need_apt[@]})); then
+  echo "bootstrap: installing ${need_apt[*]} from Debian's packages"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${need_apt[@]}" >/dev/null
+fi
+# Debian starts a system Redis on install where it can; the stack runs its own on loopback.
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "bootstrap: installing uv from PyPI"
+  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+fi
+export PATH="$HOME/.local/bin:$PATH"
+uv sync --frozen --quiet

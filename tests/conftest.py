@@ -1,0 +1,6 @@
+"""Session-wide fixtures: the real services the integration tests run against."""
+
+pytest_plugins = [
+    "tests.fixtures.stack",
+    "tests.fixtures.keycloak",
+]
