@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Any
 
 from devstack.keycloak import ensure_keycloak, load_dev_credentials, provision_dev_users
 from devstack.paths import ensure_dirs
@@ -24,25 +25,21 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _banner(gateway: Service, keycloak: Service, credentials: dict[str, object]) -> str:
+def _banner(gateway: Service, keycloak: Service, credentials: dict[str, Any]) -> str:
     lines = [
         "",
         "MRO Gateway is up (development defaults; dev-only credentials below).",
         f"  gateway   {gateway.url}   (try {gateway.url}/readyz)",
-        f"  keycloak  {keycloak.url}   (realm mro; account console {keycloak.url}/realms/mro/account)",
+        f"  keycloak  {keycloak.url}   (realm mro: {keycloak.url}/realms/mro/account)",
         "",
         "  dev users (username / password / roles):",
     ]
-    users = credentials.get("users", [])
-    assert isinstance(users, list)
-    for user in users:
+    for user in credentials.get("users", []):
         lines.append(
             f"    {user['username']:<10} {user['password']:<28} {', '.join(user['roles'])}"
         )
-    clients = credentials.get("clients", [])
-    assert isinstance(clients, list)
     lines.append("  dev clients (client id / secret / grant):")
-    for client in clients:
+    for client in credentials.get("clients", []):
         lines.append(
             f"    {client['client_id']:<18} {client['client_secret']:<28} {client['grant']}"
         )
