@@ -1,0 +1,86 @@
+"""Domain errors of the orchestrator, each with a stable machine code.
+
+Hierarchy::
+
+    OrchestratorError
+    ├── AuthenticationError        401 (missing, malformed or invalid gateway assertion)
+    ├── PermissionDenied           403
+    ├── NotFound                   404
+    ├── Conflict                   409
+    │   └── IdempotencyInProgress  409 (the first request with this key is still running)
+    ├── InvalidRequest             422
+    │   └── IdempotencyKeyReused   422 (same key, different request)
+    ├── StorageUnavailable         503 (the database failed)
+    └── KeysUnavailable            503 (the gateway's JWKS cannot be fetched and none is cached)
+
+Errors of the model side (``orchestrator.llm.LLMError``) are separate; ``orchestrator.problems``
+maps both families to RFC 9457 problem+json in one place.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base of all orchestrator errors; ``code`` is stable, ``detail`` is safe to show clients."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        if code is not None:
+            self.code = code
+
+
+class AuthenticationError(OrchestratorError):
+    status = 401
+    code = "invalid_assertion"
+    title = "Authentication required"
+
+
+class PermissionDenied(OrchestratorError):
+    status = 403
+    code = "permission_denied"
+    title = "Permission denied"
+
+
+class NotFound(OrchestratorError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(OrchestratorError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+    title = "Request in progress"
+
+
+class InvalidRequest(OrchestratorError):
+    status = 422
+    code = "invalid_request"
+    title = "Invalid request"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+
+class StorageUnavailable(OrchestratorError):
+    status = 503
+    code = "storage_unavailable"
+    title = "Service unavailable"
+
+
+class KeysUnavailable(OrchestratorError):
+    status = 503
+    code = "keys_unavailable"
+    title = "Service unavailable"
