@@ -1,0 +1,254 @@
+"""``create_app(settings)``: the gateway as one ASGI app.
+
+The FastAPI app serves the gateway's own routes and OpenAPI document; the request pipeline
+(``gateway.pipeline``) runs in front of it as plain ASGI and proxies orchestrator routes without
+entering FastAPI. Nothing here does I/O: clients open in the lifespan and close after it.
+Keyword arguments replace parts for tests and benchmarks (clock, upstream client, authenticators,
+rate-limit backend, audit sink, policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from limits.aio.storage import MemoryStorage
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy import text
+
+from gateway import health, problems, routes_admin, routes_api_keys, routes_wellknown
+from gateway.api_keys import ApiKeyAuthenticator
+from gateway.assertion import AssertionSigner
+from gateway.audit import AuditEvent, AuditSink, QueuedAuditWriter
+from gateway.audit_spool import AuditSpool
+from gateway.audit_store import SqlAuditStore
+from gateway.authn import AuthenticationChain, InvalidCredentialGuard, SessionAuthenticator
+from gateway.authz import Authorizer
+from gateway.client_ip import TrustedProxies
+from gateway.cors import CorsPolicy
+from gateway.db import create_engine, create_schema, session_factory
+from gateway.http_client import AiohttpUpstreamClient, Timeouts, UpstreamClient
+from gateway.identity import Authenticator
+from gateway.jwks import JWKSCache
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline, PipelineParts
+from gateway.policy import Policy
+from gateway.proxy import Proxy
+from gateway.ratelimit import ExceededLog, Limiter, RateLimitRules, namespace
+from gateway.ratelimit_fallback import FailoverLimiter, LimitsLimiter
+from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
+from gateway.security_headers import SecurityHeaders
+from gateway.services import Services
+from gateway.settings import Environment, GatewaySettings
+from gateway.tokens import BearerAuthenticator
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "mro:rl"
+# Redis answers in well under a millisecond; waiting longer only delays the fallback.
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+def _audit_outage(
+    audit: AuditSink, metrics: Metrics
+) -> tuple[Callable[[str], None], Callable[[float], None]]:
+    def on_outage(reason: str) -> None:
+        metrics.ratelimit_degraded.set(1)
+        audit.emit(AuditEvent(action="ratelimit.fallback", outcome="failure", reason=reason))
+
+    def on_recovery(seconds: float) -> None:
+        metrics.ratelimit_degraded.set(0)
+        audit.emit(
+            AuditEvent(
+                action="ratelimit.recovered",
+                outcome="success",
+                details={"outage_seconds": round(seconds, 3)},
+            )
+        )
+
+    return on_outage, on_recovery
+
+
+def create_app(
+    settings: GatewaySettings,
+    *,
+    policy: Policy | None = None,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    upstream: UpstreamClient | None = None,
+    authenticators: Sequence[Authenticator] | None = None,
+    rate_limiter: Limiter | None = None,
+    audit_sink: AuditSink | None = None,
+    keycloak_http: httpx.AsyncClient | None = None,
+    key_prefix: str = KEY_PREFIX,
+) -> FastAPI:
+    """The gateway app for settings; keyword arguments replace the default parts."""
+    development = settings.environment is Environment.DEVELOPMENT
+    policy = policy or Policy.load(
+        Path(settings.policy_file) if settings.policy_file else None,
+        environment=settings.environment.value,
+    )
+    metrics = Metrics()
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    audit_store = SqlAuditStore(sessions)
+    writer = None
+    if audit_sink is None:
+        spool = AuditSpool(Path(settings.audit_spool_dir))
+        audit_sink = writer = QueuedAuditWriter(audit_store, spool, metrics)
+    audit = audit_sink
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        # One immediate retry covers a pooled connection that a Redis restart closed; backing
+        # off would only hold the request before the fallback limiter takes it.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+    limits_config = policy.rate_limits
+    rules = RateLimitRules(
+        limits_config.anonymous,
+        limits_config.invalid_credentials,
+        dict(limits_config.tiers),
+        dict(limits_config.llm),
+        policy.tier_for,
+    )
+    on_outage, on_recovery = _audit_outage(audit, metrics)
+    limiter = FailoverLimiter(
+        rate_limiter
+        or RedisWindowLimiter(redis, namespace(key_prefix, STRATEGY, rules.config), clock),
+        LimitsLimiter(MemoryStorage(), namespace(key_prefix, "memory", rules.config)),
+        on_outage=on_outage,
+        on_recovery=on_recovery,
+        on_fallback_hit=metrics.ratelimit_fallback.inc,
+        clock=monotonic,
+    )
+
+    keycloak = keycloak_http or httpx.AsyncClient(timeout=5.0, trust_env=False)
+    jwks = JWKSCache(
+        settings.discovery_url,
+        keycloak,
+        cache_seconds=settings.jwks_cache_seconds,
+        refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+        clock=clock,
+    )
+    api_keys: ApiKeyAuthenticator | None = None
+    if authenticators is None:
+        api_keys = ApiKeyAuthenticator(sessions, settings, clock, audit)
+        authenticators = [
+            SessionAuthenticator(),
+            BearerAuthenticator(jwks, settings, clock),
+            api_keys,
+        ]
+    guard = InvalidCredentialGuard(limiter, rules.invalid_credentials, monotonic)
+    signer = AssertionSigner.from_settings(settings, clock)
+    upstream = upstream or AiohttpUpstreamClient(
+        Timeouts(
+            connect=settings.upstream_connect_timeout_seconds,
+            read=settings.upstream_read_timeout_seconds,
+            write=settings.upstream_read_timeout_seconds,
+            pool=settings.upstream_connect_timeout_seconds,
+        ),
+        settings.upstream_pool_size,
+    )
+
+    async def redis_ready() -> bool:
+        return bool(await redis.ping())
+
+    async def database_ready() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    services = Services(
+        settings=settings,
+        policy=policy,
+        clock=clock,
+        metrics=metrics,
+        redis=redis,
+        engine=engine,
+        sessions=sessions,
+        audit=audit,
+        audit_store=audit_store,
+        upstream=upstream,
+        signer=signer,
+        readiness={"jwks": jwks.ready, "redis": redis_ready, "database": database_ready},
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await upstream.start()
+        try:
+            await create_schema(engine)
+        except Exception as exc:
+            # Audit spools and API keys answer 503 until the database is back.
+            logger.warning("database not reachable at start", extra={"error": type(exc).__name__})
+        if writer is not None:
+            await writer.start()
+        flusher = asyncio.create_task(api_keys.run_periodic_flush()) if api_keys else None
+        try:
+            yield
+        finally:
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+            if api_keys is not None:
+                await api_keys.flush_last_used()
+            if writer is not None:
+                await writer.aclose()
+            await upstream.aclose()
+            await redis.aclose()
+            if keycloak_http is None:
+                await keycloak.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="MRO Gateway",
+        summary="The gateway's own routes; orchestrator routes are documented there.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if development else None,
+        openapi_url="/openapi.json" if development else None,
+        redoc_url=None,
+    )
+    app.state.services = services
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(routes_wellknown.router)
+    app.include_router(routes_admin.router)
+    app.include_router(
+        routes_api_keys.create_router(
+            clock=clock, on_key_changed=api_keys.invalidate if api_keys else None
+        )
+    )
+    app.add_middleware(
+        Pipeline,
+        parts=PipelineParts(
+            policy=policy,
+            proxies=TrustedProxies(settings.trusted_proxies),
+            max_body_bytes=settings.max_body_bytes,
+            cors=CorsPolicy(settings.cors_allowed_origins),
+            security=SecurityHeaders(settings.public_url),
+            authn=AuthenticationChain(authenticators, guard, metrics, audit),
+            authz=Authorizer(policy, audit),
+            rules=rules,
+            limiter=limiter,
+            exceeded=ExceededLog(monotonic),
+            proxy=Proxy(upstream, settings.orchestrator_url, signer, metrics, settings.public_url),
+            metrics=metrics,
+            audit=audit,
+        ),
+    )
+    return app
