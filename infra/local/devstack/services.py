@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from devstack.paths import VAR
 from devstack.procs import Service, StackError, http_ok, port_open, start, wait_until
@@ -35,7 +36,12 @@ def start_fake_azure(port: int) -> Service:
 
 
 def start_orchestrator(
-    port: int, *, gateway_url: str, azure_url: str, extra: Mapping[str, str] | None = None
+    port: int,
+    *,
+    gateway_url: str,
+    azure_url: str,
+    state_dir: Path = VAR,
+    extra: Mapping[str, str] | None = None,
 ) -> Service:
     """The orchestrator, trusting the gateway's JWKS and talking to azure_url."""
     env = {
@@ -44,7 +50,7 @@ def start_orchestrator(
         "MRO_ORCHESTRATOR_GATEWAY_JWKS_URL": f"{gateway_url}/.well-known/jwks.json",
         "MRO_ORCHESTRATOR_AZURE_ENDPOINT": azure_url,
         "MRO_ORCHESTRATOR_AZURE_API_KEY": DEV_AZURE_KEY,
-        "MRO_ORCHESTRATOR_DATABASE_URL": f"sqlite+aiosqlite:///{VAR / 'orchestrator.db'}",
+        "MRO_ORCHESTRATOR_DATABASE_URL": f"sqlite+aiosqlite:///{state_dir / 'orchestrator.db'}",
         **(extra or {}),
     }
     return _start_http("orchestrator", "orchestrator", port, env, "/healthz", 60)
@@ -57,6 +63,7 @@ def start_gateway(
     redis_url: str,
     orchestrator_url: str,
     client_secret: str,
+    state_dir: Path = VAR,
     extra: Mapping[str, str] | None = None,
 ) -> Service:
     """The gateway in front of the orchestrator, ready once /readyz answers 200."""
@@ -68,8 +75,8 @@ def start_gateway(
         "MRO_GATEWAY_CLIENT_SECRET": client_secret,
         "MRO_GATEWAY_REDIS_URL": redis_url,
         "MRO_GATEWAY_ORCHESTRATOR_URL": orchestrator_url,
-        "MRO_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{VAR / 'gateway.db'}",
-        "MRO_GATEWAY_AUDIT_SPOOL_DIR": str(VAR / "audit-spool"),
+        "MRO_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{state_dir / 'gateway.db'}",
+        "MRO_GATEWAY_AUDIT_SPOOL_DIR": str(state_dir / "audit-spool"),
         **(extra or {}),
     }
     return _start_http("gateway", "gateway", port, env, "/readyz", 60)
