@@ -24,7 +24,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import text
 
-from gateway import health, problems, routes_admin, routes_api_keys, routes_wellknown
+from gateway import (
+    health,
+    problems,
+    routes_admin,
+    routes_admin_users,
+    routes_api_keys,
+    routes_me,
+    routes_wellknown,
+)
 from gateway.api_keys import ApiKeyAuthenticator
 from gateway.assertion import AssertionSigner
 from gateway.audit import AuditEvent, AuditSink, QueuedAuditWriter
@@ -38,6 +46,7 @@ from gateway.db import create_engine, create_schema, session_factory
 from gateway.http_client import AiohttpUpstreamClient, Timeouts, UpstreamClient
 from gateway.identity import Authenticator
 from gateway.jwks import JWKSCache
+from gateway.keycloak_admin import KeycloakAdminClient
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, PipelineParts
 from gateway.policy import Policy
@@ -136,6 +145,7 @@ def create_app(
     )
 
     keycloak = keycloak_http or httpx.AsyncClient(timeout=5.0, trust_env=False)
+    keycloak_admin = KeycloakAdminClient.from_settings(settings, keycloak, clock=monotonic)
     jwks = JWKSCache(
         settings.discovery_url,
         keycloak,
@@ -210,6 +220,7 @@ def create_app(
                 await writer.aclose()
             await upstream.aclose()
             await redis.aclose()
+            await keycloak_admin.aclose()
             if keycloak_http is None:
                 await keycloak.aclose()
             await engine.dispose()
@@ -224,10 +235,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
+    app.state.keycloak_admin = keycloak_admin
     problems.install(app)
     app.include_router(health.router)
     app.include_router(routes_wellknown.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_me.create_router())
+    app.include_router(routes_admin_users.create_router())
     app.include_router(
         routes_api_keys.create_router(
             clock=clock, on_key_changed=api_keys.invalidate if api_keys else None

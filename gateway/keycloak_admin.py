@@ -1,0 +1,442 @@
+"""A small typed async client for the few Keycloak admin REST calls the gateway makes.
+
+The gateway reads and edits users of its realm as its own client's service account
+(client-credentials grant of ``mro-gateway``). That account holds exactly the realm-management
+roles ``view-users``, ``query-users`` and ``manage-users``: enough to read, create, update,
+disable and log out users and to map realm roles onto them. It cannot read the realm's role list
+(``view-realm``), so role ids are taken from the user's own mappings (``…/available`` to grant,
+the direct mappings to revoke) instead of ``/roles``.
+
+Why not python-keycloak: its async methods return untyped ``dict``/``Any``, raise its own
+exception tree carrying Keycloak's raw answer, and manage tokens with logic we cannot share with
+the gateway's pooled ``httpx.AsyncClient`` or drive with an injected clock. We need about a dozen
+endpoints; plain httpx with pydantic models keeps them typed and testable with a transport.
+
+The service token is cached until ``TOKEN_MARGIN_SECONDS`` before it expires; concurrent callers
+share one refetch. A 401 from the admin API drops the token and retries once.
+
+Errors: every failure is a gateway error, never an httpx one::
+
+    DependencyUnavailable  Keycloak unreachable, slow, 5xx, an unexpected answer, or it refuses
+                           the gateway's own credentials (code keycloak_unavailable or
+                           keycloak_misconfigured)
+    NotFound               no such user (user_not_found) or role (role_not_found)
+    Conflict               username or email already taken (user_exists)
+    BadRequest             Keycloak's user profile refused a value (keycloak_rejected)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Final, Self, TypeVar
+
+import httpx
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+
+from gateway.errors import BadRequest, Conflict, DependencyUnavailable, NotFound
+from gateway.settings import GatewaySettings
+
+__all__ = [
+    "KEYCLOAK_MISCONFIGURED",
+    "KEYCLOAK_UNAVAILABLE",
+    "SERVICE_ACCOUNT_PREFIX",
+    "KeycloakAdminClient",
+    "KeycloakAdminDep",
+    "KeycloakUser",
+    "NewUser",
+    "RoleRef",
+    "get_keycloak_admin",
+]
+
+logger = logging.getLogger(__name__)
+
+KEYCLOAK_UNAVAILABLE: Final = "keycloak_unavailable"
+KEYCLOAK_MISCONFIGURED: Final = "keycloak_misconfigured"
+SERVICE_ACCOUNT_PREFIX: Final = "service-account-"
+TOKEN_MARGIN_SECONDS: Final = 30.0
+DEFAULT_TIMEOUT_SECONDS: Final = 5.0
+_USER_ID: Final = re.compile(r"^[0-9A-Za-z_:-]{1,100}$")
+
+T = TypeVar("T")
+
+
+class KeycloakUser(BaseModel):
+    """The parts of Keycloak's UserRepresentation the gateway uses."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    id: str
+    username: str
+    email: str | None = None
+    email_verified: bool = Field(default=False, alias="emailVerified")
+    first_name: str | None = Field(default=None, alias="firstName")
+    last_name: str | None = Field(default=None, alias="lastName")
+    enabled: bool = True
+    created_timestamp: int | None = Field(default=None, alias="createdTimestamp")
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+    required_actions: list[str] = Field(default_factory=list, alias="requiredActions")
+    service_account_client_id: str | None = Field(default=None, alias="serviceAccountClientId")
+
+    @property
+    def is_service_account(self) -> bool:
+        """A client's service account (Keycloak 26 omits serviceAccountClientId when reading)."""
+        return self.service_account_client_id is not None or self.username.startswith(
+            SERVICE_ACCOUNT_PREFIX
+        )
+
+    def attribute(self, name: str) -> str | None:
+        """The first value of a user-profile attribute, or None."""
+        values = self.attributes.get(name)
+        return values[0] if values else None
+
+    def representation(self) -> dict[str, Any]:
+        """The full representation for a PUT.
+
+        Keycloak's user profile treats a PUT carrying ``attributes`` as the whole profile: a
+        name or email left out would be erased, so updates always send everything.
+        """
+        return {
+            "username": self.username,
+            "email": self.email,
+            "emailVerified": self.email_verified,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "enabled": self.enabled,
+            "attributes": self.attributes,
+            "requiredActions": self.required_actions,
+        }
+
+
+class NewUser(BaseModel):
+    """A user to create: no credential; Keycloak mails the required actions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+    attributes: dict[str, str] = Field(default_factory=dict)
+    required_actions: tuple[str, ...] = ()
+
+    def representation(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "email": self.email,
+            "emailVerified": False,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "enabled": True,
+            "attributes": {name: [value] for name, value in self.attributes.items()},
+            "requiredActions": list(self.required_actions),
+        }
+
+
+class RoleRef(BaseModel):
+    """A realm role as Keycloak's role-mapping endpoints need it (id and name)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    name: str
+
+
+class _Token(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: str = Field(min_length=1)
+    expires_in: int = Field(gt=0)
+
+
+_USER: Final = TypeAdapter(KeycloakUser)
+_USERS: Final = TypeAdapter(list[KeycloakUser])
+_ROLES: Final = TypeAdapter(list[RoleRef])
+_COUNT: Final = TypeAdapter(int)
+_TOKEN: Final = TypeAdapter(_Token)
+
+
+def _unavailable(detail: str, code: str = KEYCLOAK_UNAVAILABLE) -> DependencyUnavailable:
+    return DependencyUnavailable(detail, code=code)
+
+
+def _parse(response: httpx.Response, adapter: TypeAdapter[T]) -> T:
+    try:
+        return adapter.validate_json(response.content)
+    except ValidationError:
+        raise _unavailable("The identity provider answered something unexpected.") from None
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _check(response: httpx.Response) -> None:
+    """Raise the gateway error for a failed admin call; Keycloak's own text is never shown."""
+    status = response.status_code
+    if status < 400:
+        return
+    if status == 404:
+        raise NotFound("No such user.", code="user_not_found")
+    if status == 409:
+        what = "email" if "email" in str(_body(response).get("errorMessage")) else "username"
+        raise Conflict(f"A user with this {what} already exists.", code="user_exists")
+    if status == 400:
+        field = str(_body(response).get("field", ""))
+        # Only a profile attribute's name is echoed, never Keycloak's message or the value.
+        named = re.fullmatch(r"[A-Za-z_]{1,40}", field)
+        detail = f"The identity provider refused the value of {field}." if named else ""
+        raise BadRequest(
+            detail or "The identity provider refused the change.", code="keycloak_rejected"
+        )
+    if status in (401, 403):
+        logger.warning("keycloak refused the gateway's admin call", extra={"status": status})
+        raise _unavailable("User administration is not permitted.", KEYCLOAK_MISCONFIGURED)
+    logger.warning("keycloak admin call failed", extra={"status": status})
+    raise _unavailable("The identity provider failed.")
+
+
+class KeycloakAdminClient:
+    """Keycloak's admin REST API for one realm, as the gateway's service account."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        base_url: str,
+        realm: str,
+        client_id: str,
+        client_secret: SecretStr | None,
+        clock: Callable[[], float] = time.monotonic,
+        owns_http: bool = False,
+    ) -> None:
+        base = base_url.rstrip("/")
+        self._http = http
+        self._owns_http = owns_http
+        self._admin = f"{base}/admin/realms/{realm}"
+        self._token_url = f"{base}/realms/{realm}/protocol/openid-connect/token"
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._clock = clock
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: GatewaySettings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> KeycloakAdminClient:
+        """A client for the gateway's realm; it closes http on ``aclose`` only if it made it."""
+        own = http is None
+        client = http or httpx.AsyncClient(timeout=DEFAULT_TIMEOUT_SECONDS, trust_env=False)
+        return cls(
+            client,
+            base_url=settings.keycloak_url,
+            realm=settings.keycloak_realm,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            clock=clock,
+            owns_http=own,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Forget the service token; close the HTTP client when this object created it."""
+        self._token = None
+        if self._owns_http:
+            await self._http.aclose()
+
+    # --- users ---------------------------------------------------------------------------
+
+    async def get_user(self, user_id: str) -> KeycloakUser:
+        """One user. Raises NotFound (user_not_found)."""
+        response = await self._call("GET", f"/users/{_uid(user_id)}", {"userProfileMetadata": "0"})
+        return _parse(response, _USER)
+
+    async def find_users(
+        self,
+        *,
+        search: str | None = None,
+        enabled: bool | None = None,
+        first: int = 0,
+        max_results: int = 50,
+    ) -> list[KeycloakUser]:
+        """Users whose username, email or names match search (Keycloak's prefix search)."""
+        params = _filters(search, enabled) | {
+            "first": str(first),
+            "max": str(max_results),
+            "briefRepresentation": "false",
+        }
+        return _parse(await self._call("GET", "/users", params), _USERS)
+
+    async def count_users(self, *, search: str | None = None, enabled: bool | None = None) -> int:
+        """How many users find_users would return without paging."""
+        return _parse(await self._call("GET", "/users/count", _filters(search, enabled)), _COUNT)
+
+    async def create_user(self, user: NewUser) -> str:
+        """Create user; the new id. Raises Conflict (user_exists), BadRequest."""
+        response = await self._call("POST", "/users", json=user.representation())
+        location: str = response.headers.get("location", "")
+        user_id = location.rstrip("/").rsplit("/", 1)[-1]
+        if not _USER_ID.match(user_id):
+            raise _unavailable("The identity provider did not say which user it created.")
+        return user_id
+
+    async def update_user(self, user: KeycloakUser) -> None:
+        """Replace the user's profile with user's (the full representation). Raises NotFound."""
+        await self._call("PUT", f"/users/{_uid(user.id)}", json=user.representation())
+
+    async def set_enabled(self, user_id: str, enabled: bool) -> None:
+        """Enable or disable a user (a PUT without attributes leaves the profile alone)."""
+        await self._call("PUT", f"/users/{_uid(user_id)}", json={"enabled": enabled})
+
+    async def logout(self, user_id: str) -> None:
+        """End all the user's sessions; Keycloak then sends back-channel logouts."""
+        await self._call("POST", f"/users/{_uid(user_id)}/logout")
+
+    async def send_actions_email(self, user_id: str, actions: Sequence[str]) -> None:
+        """Have Keycloak mail the user links to perform actions (e.g. VERIFY_EMAIL)."""
+        await self._call("PUT", f"/users/{_uid(user_id)}/execute-actions-email", json=list(actions))
+
+    # --- realm roles ---------------------------------------------------------------------
+
+    async def effective_realm_roles(self, user_id: str) -> frozenset[str]:
+        """Names of the user's realm roles, composites expanded. Raises NotFound."""
+        path = f"/users/{_uid(user_id)}/role-mappings/realm/composite"
+        return frozenset(role.name for role in _parse(await self._call("GET", path), _ROLES))
+
+    async def direct_realm_roles(self, user_id: str) -> list[RoleRef]:
+        """The realm roles mapped onto the user itself. Raises NotFound."""
+        path = f"/users/{_uid(user_id)}/role-mappings/realm"
+        return _parse(await self._call("GET", path), _ROLES)
+
+    async def grant_realm_role(self, user_id: str, role: str) -> None:
+        """Map role onto the user (no-op when mapped already). Raises NotFound."""
+        base = f"/users/{_uid(user_id)}/role-mappings/realm"
+        available = _parse(await self._call("GET", f"{base}/available"), _ROLES)
+        match = next((r for r in available if r.name == role), None)
+        if match is None:
+            if any(r.name == role for r in await self.direct_realm_roles(user_id)):
+                return
+            raise NotFound(f"No realm role {role!r}.", code="role_not_found")
+        await self._call("POST", base, json=[match.model_dump()])
+
+    async def revoke_realm_role(self, user_id: str, role: str) -> bool:
+        """Remove a direct mapping of role; False when the user had none. Raises NotFound."""
+        direct = next((r for r in await self.direct_realm_roles(user_id) if r.name == role), None)
+        if direct is None:
+            return False
+        path = f"/users/{_uid(user_id)}/role-mappings/realm"
+        await self._call("DELETE", path, json=[direct.model_dump()])
+        return True
+
+    # --- transport -----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        json: Any = None,
+    ) -> httpx.Response:
+        for attempt in (1, 2):
+            token = await self._service_token()
+            response = await self._send(
+                method,
+                self._admin + path,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if response.status_code == 401 and attempt == 1:
+                self._forget(token)
+                continue
+            _check(response)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise _unavailable("The identity provider did not answer in time.") from exc
+        except httpx.HTTPError as exc:
+            raise _unavailable("The identity provider is unreachable.") from exc
+
+    def _forget(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def _service_token(self) -> str:
+        if self._token is not None and self._clock() < self._token_expires:
+            return self._token
+        async with self._lock:
+            if self._token is not None and self._clock() < self._token_expires:
+                return self._token
+            if self._client_secret is None:
+                raise _unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
+            started = self._clock()
+            response = await self._send(
+                "POST",
+                self._token_url,
+                data={"grant_type": "client_credentials"},
+                auth=(self._client_id, self._client_secret.get_secret_value()),
+            )
+            if response.status_code >= 500:
+                raise _unavailable("The identity provider failed.")
+            if response.status_code != 200:
+                # Wrong secret, disabled service account, unknown realm: not the caller's fault.
+                logger.warning(
+                    "keycloak refused the gateway's client credentials",
+                    extra={"status": response.status_code},
+                )
+                raise _unavailable("User administration is not permitted.", KEYCLOAK_MISCONFIGURED)
+            token = _parse(response, _TOKEN)
+            self._token = token.access_token
+            self._token_expires = started + max(0.0, token.expires_in - TOKEN_MARGIN_SECONDS)
+            return self._token
+
+
+def _uid(user_id: str) -> str:
+    """user_id, checked to be one path segment (routes validate it too)."""
+    if not _USER_ID.match(user_id):
+        raise NotFound("No such user.", code="user_not_found")
+    return user_id
+
+
+def _filters(search: str | None, enabled: bool | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if search:
+        params["search"] = search
+    if enabled is not None:
+        params["enabled"] = "true" if enabled else "false"
+    return params
+
+
+def get_keycloak_admin(request: Request) -> KeycloakAdminClient:
+    """The app's admin client (``app.state.keycloak_admin``). Raises DependencyUnavailable."""
+    client = getattr(request.app.state, "keycloak_admin", None)
+    if not isinstance(client, KeycloakAdminClient):
+        raise _unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
+    return client
+
+
+KeycloakAdminDep = Annotated[KeycloakAdminClient, Depends(get_keycloak_admin)]
