@@ -1,0 +1,1 @@
+"""MRO orchestrator: conversations, agent routing and Azure OpenAI behind the gateway."""

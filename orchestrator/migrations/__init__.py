@@ -1,0 +1,1 @@
+"""Alembic migrations of the orchestrator's schema (run with ``mro-orchestrator migrate``)."""

@@ -1,0 +1,253 @@
+"""Streamed answers (``Accept: text/event-stream``): events, cut streams, disconnects, replays."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from orchestrator.api import create_app
+from orchestrator.db import create_engine
+from orchestrator.llm import StreamDelta
+from orchestrator.models import Message
+from orchestrator.repository import ConversationRepository
+from tests.fixtures.azure import FakeAzure
+from tests.fixtures.orchestrator import (
+    AssertionSigner,
+    LiveOrchestrator,
+    Orchestrator,
+    ScriptedLLM,
+    orchestrator_for,
+    parse_sse,
+    settings_for_tests,
+    wait_for,
+)
+
+QUESTION = "Where is the brake wear pin limit for the main wheels?"
+STREAM = {"accept": "text/event-stream"}
+
+
+async def stream(
+    orchestrator: Orchestrator,
+    conversation_id: str,
+    body: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+) -> httpx.Response:
+    headers = {**orchestrator.as_user(), **STREAM}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await orchestrator.http.post(
+        f"/api/conversations/{conversation_id}/messages",
+        json=body or {"content": QUESTION, "agent": "documentation"},
+        headers=headers,
+    )
+
+
+async def stored(orchestrator: Orchestrator, conversation_id: str) -> list[Message]:
+    return await orchestrator.resources.repository.list_messages(uuid.UUID(conversation_id))
+
+
+async def test_stream_sends_meta_deltas_done_and_stores_the_answer(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """meta, then deltas, then done with usage; the stored answer is their concatenation."""
+    azure.queue_response(
+        "Check the AMM task for the wear pin.", usage={"prompt_tokens": 9, "completion_tokens": 8}
+    )
+    conversation_id = await orchestrator.conversation()
+    response = await stream(orchestrator, conversation_id)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-store"
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "meta"
+    assert names[-1] == "done"
+    assert set(names[1:-1]) == {"delta"}
+    meta, done = events[0][1], events[-1][1]
+    assert (meta["agent"], meta["confidence"]) == ("documentation", 1.0)
+    assert done == {
+        "message_id": meta["message_id"],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17},
+        "partial": False,
+    }
+    text = "".join(data["content"] for name, data in events if name == "delta")
+    assert text == "Check the AMM task for the wear pin."
+    question, answer = await stored(orchestrator, conversation_id)
+    assert str(question.id) == meta["user_message_id"]
+    assert (str(answer.id), answer.content, answer.status) == (meta["message_id"], text, "complete")
+    assert (answer.total_tokens, answer.agent, answer.classification_method) == (
+        17,
+        "documentation",
+        "explicit",
+    )
+
+
+async def test_stream_with_classification_announces_the_chosen_agent(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """Without an explicit agent the meta event carries the classifier's choice."""
+    azure.queue_response('{"agent": "troubleshooting", "confidence": 0.8, "reasoning": "fault"}')
+    conversation_id = await orchestrator.conversation()
+    response = await stream(orchestrator, conversation_id, {"content": QUESTION})
+    meta = parse_sse(response.text)[0][1]
+    assert (meta["agent"], meta["confidence"], meta["method"]) == ("troubleshooting", 0.8, "model")
+
+
+async def test_failure_before_the_first_chunk_is_a_problem_not_a_stream(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """A model that refuses at once yields 503 problem+json with Retry-After, question kept."""
+    azure.inject_fault("429", retry_after=3)
+    conversation_id = await orchestrator.conversation()
+    response = await stream(orchestrator, conversation_id)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "3"
+    assert [(m.role, m.status) for m in await stored(orchestrator, conversation_id)] == [
+        ("user", "complete"),
+        ("assistant", "failed"),
+    ]
+
+
+async def test_stream_cut_upstream_sends_error_and_stores_partial(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """An upstream cut mid-answer ends with an error event; what arrived is stored as partial."""
+    azure.inject_fault("cut", after_chunks=3)
+    conversation_id = await orchestrator.conversation()
+    response = await stream(orchestrator, conversation_id)
+
+    events = parse_sse(response.text)
+    assert [name for name, _ in events] == ["meta", "delta", "delta", "delta", "error"]
+    error = events[-1][1]
+    assert (error["status"], error["code"], error["partial"]) == (503, "llm_unavailable", True)
+    assert error["type"].endswith("/llm_unavailable")
+    assert error["message_id"] == events[0][1]["message_id"]
+    received = "".join(data["content"] for name, data in events if name == "delta")
+    question, answer = await stored(orchestrator, conversation_id)
+    assert question.content == QUESTION
+    assert (str(answer.id), answer.status, answer.content) == (
+        error["message_id"],
+        "partial",
+        received,
+    )
+
+
+async def test_malformed_chunk_mid_stream_is_a_502_error_event(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """An unreadable chunk mid-stream ends the stream with a 502 error event, partial stored."""
+    azure.inject_fault("malformed", after_chunks=2)
+    conversation_id = await orchestrator.conversation()
+    response = await stream(orchestrator, conversation_id)
+    name, error = parse_sse(response.text)[-1]
+    assert (name, error["status"], error["code"]) == ("error", 502, "llm_bad_response")
+    assert (await stored(orchestrator, conversation_id))[-1].status == "partial"
+
+
+async def test_streamed_retry_with_same_key_replays(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """A streamed retry with the same key replays the stored answer under the same ids."""
+    conversation_id = await orchestrator.conversation()
+    first = parse_sse((await stream(orchestrator, conversation_id, key="stream-1")).text)
+    again = await stream(orchestrator, conversation_id, key="stream-1")
+    replay = parse_sse(again.text)
+
+    assert again.headers["idempotent-replayed"] == "true"
+    assert [name for name, _ in replay] == ["meta", "delta", "done"]
+    assert replay[0][1]["message_id"] == first[0][1]["message_id"]
+    assert replay[-1][1] == first[-1][1]
+    first_text = "".join(data["content"] for name, data in first if name == "delta")
+    assert replay[1][1]["content"] == first_text
+    assert len(azure.calls()) == 1
+
+
+async def test_whole_retry_of_a_streamed_send_returns_the_same_ids(
+    orchestrator: Orchestrator,
+) -> None:
+    """A non-streamed retry with the key of a streamed send returns that exchange as JSON."""
+    conversation_id = await orchestrator.conversation()
+    first = parse_sse((await stream(orchestrator, conversation_id, key="mixed-1")).text)
+    response = await orchestrator.http.post(
+        f"/api/conversations/{conversation_id}/messages",
+        json={"content": QUESTION, "agent": "documentation"},
+        headers={**orchestrator.as_user(), "Idempotency-Key": "mixed-1"},
+    )
+    assert response.status_code == 201
+    assert response.json()["assistant_message"]["id"] == first[0][1]["message_id"]
+
+
+async def test_client_disconnect_mid_stream_stores_partial(
+    database_url: str, azure: FakeAzure, assertion_signer: AssertionSigner
+) -> None:
+    """A client that hangs up mid-answer leaves the received part stored as partial."""
+    azure.inject_fault("slow", after_chunks=2, delay=3.0)
+    settings = settings_for_tests(database_url, azure)
+    app = create_app(settings, jwks=assertion_signer.jwks())
+    engine = create_engine(database_url)
+    repository = ConversationRepository(engine)
+    try:
+        with LiveOrchestrator(app) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                headers = assertion_signer.headers("u1")
+                created = await client.post("/api/conversations", json={}, headers=headers)
+                conversation_id = uuid.UUID(created.json()["id"])
+                deltas = await _read_deltas_then_hang_up(client, conversation_id, headers, 2)
+
+            async def partial_answer() -> Message | None:
+                messages = await repository.list_messages(conversation_id)
+                last = messages[-1]
+                return last if last.role == "assistant" and last.status == "partial" else None
+
+            answer = await wait_for(partial_answer, within=5)
+            assert answer.content == "".join(deltas)
+            assert len(await repository.list_messages(conversation_id)) == 2
+    finally:
+        await engine.dispose()
+
+
+async def _read_deltas_then_hang_up(
+    client: httpx.AsyncClient, conversation_id: uuid.UUID, headers: dict[str, str], count: int
+) -> list[str]:
+    deltas: list[str] = []
+    async with client.stream(
+        "POST",
+        f"/api/conversations/{conversation_id}/messages",
+        json={"content": QUESTION, "agent": "documentation"},
+        headers={**headers, **STREAM},
+    ) as response:
+        assert response.status_code == 200
+        buffer = ""
+        async for text in response.aiter_text():
+            buffer += text
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                for name, data in parse_sse(block + "\n\n"):
+                    if name == "delta":
+                        deltas.append(data["content"])
+            if len(deltas) >= count:
+                break
+    return deltas
+
+
+async def test_done_without_upstream_usage_says_null(
+    database_url: str, assertion_signer: AssertionSigner
+) -> None:
+    """A model that reports no usage gives ``usage: null`` in done; nothing is invented."""
+    llm = ScriptedLLM()
+    llm.stream_items = [StreamDelta("Short answer.")]
+    settings = settings_for_tests(database_url, None)
+    async with orchestrator_for(settings, assertion_signer, llm=llm) as orchestrator:
+        conversation_id = await orchestrator.conversation()
+        events = parse_sse((await stream(orchestrator, conversation_id)).text)
+        assert events[-1] == (
+            "done",
+            {"message_id": events[0][1]["message_id"], "usage": None, "partial": False},
+        )
+        answer = (await stored(orchestrator, conversation_id))[-1]
+        assert (answer.content, answer.total_tokens) == ("Short answer.", None)
