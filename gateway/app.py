@@ -30,6 +30,7 @@ from gateway import (
     routes_admin,
     routes_admin_users,
     routes_api_keys,
+    routes_auth,
     routes_me,
     routes_wellknown,
 )
@@ -38,10 +39,11 @@ from gateway.assertion import AssertionSigner
 from gateway.audit import AuditEvent, AuditSink, QueuedAuditWriter
 from gateway.audit_spool import AuditSpool
 from gateway.audit_store import SqlAuditStore
-from gateway.authn import AuthenticationChain, InvalidCredentialGuard, SessionAuthenticator
+from gateway.authn import AuthenticationChain, InvalidCredentialGuard
 from gateway.authz import Authorizer
 from gateway.client_ip import TrustedProxies
 from gateway.cors import CorsPolicy
+from gateway.csrf import CsrfGuard
 from gateway.db import create_engine, create_schema, session_factory
 from gateway.http_client import AiohttpUpstreamClient, Timeouts, UpstreamClient
 from gateway.identity import Authenticator
@@ -54,8 +56,11 @@ from gateway.proxy import Proxy
 from gateway.ratelimit import ExceededLog, Limiter, RateLimitRules, namespace
 from gateway.ratelimit_fallback import FailoverLimiter, LimitsLimiter
 from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
+from gateway.revocation import RevocationStore
+from gateway.routes_auth import BrowserAuth
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
+from gateway.sessions import SessionSettings
 from gateway.settings import Environment, GatewaySettings
 from gateway.tokens import BearerAuthenticator
 
@@ -153,14 +158,29 @@ def create_app(
         refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
         clock=clock,
     )
+    session_settings = SessionSettings()
+    revocation = RevocationStore(
+        redis,
+        ttl_seconds=session_settings.access_token_lifetime_seconds + settings.jwt_leeway_seconds,
+        cache_seconds=session_settings.revocation_cache_seconds,
+        prefix=session_settings.redis_prefix,
+    )
+    bearer = BearerAuthenticator(jwks, settings, clock, revoked=revocation.is_revoked)
+    browser = BrowserAuth.build(
+        settings,
+        session_settings,
+        redis=redis,
+        http=keycloak,
+        jwks=jwks,
+        verifier=bearer,
+        revocation=revocation,
+        audit=audit,
+        clock=clock,
+    )
     api_keys: ApiKeyAuthenticator | None = None
     if authenticators is None:
         api_keys = ApiKeyAuthenticator(sessions, settings, clock, audit)
-        authenticators = [
-            SessionAuthenticator(),
-            BearerAuthenticator(jwks, settings, clock),
-            api_keys,
-        ]
+        authenticators = [browser.authenticator, bearer, api_keys]
     guard = InvalidCredentialGuard(limiter, rules.invalid_credentials, monotonic)
     signer = AssertionSigner.from_settings(settings, clock)
     upstream = upstream or AiohttpUpstreamClient(
@@ -239,6 +259,7 @@ def create_app(
     problems.install(app)
     app.include_router(health.router)
     app.include_router(routes_wellknown.router)
+    app.include_router(routes_auth.create_router(browser))
     app.include_router(routes_admin.router)
     app.include_router(routes_me.create_router())
     app.include_router(routes_admin_users.create_router())
@@ -255,7 +276,13 @@ def create_app(
             max_body_bytes=settings.max_body_bytes,
             cors=CorsPolicy(settings.cors_allowed_origins),
             security=SecurityHeaders(settings.public_url),
-            authn=AuthenticationChain(authenticators, guard, metrics, audit),
+            authn=AuthenticationChain(
+                authenticators,
+                guard,
+                metrics,
+                audit,
+                session_cookie=browser.authenticator.session_cookie,
+            ),
             authz=Authorizer(policy, audit),
             rules=rules,
             limiter=limiter,
@@ -263,6 +290,7 @@ def create_app(
             proxy=Proxy(upstream, settings.orchestrator_url, signer, metrics, settings.public_url),
             metrics=metrics,
             audit=audit,
+            csrf=CsrfGuard(browser.manager, session_settings.cookie_name, settings.public_url),
         ),
     )
     return app

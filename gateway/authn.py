@@ -14,7 +14,7 @@ Redis round trip. Other replicas learn about the address on its next failure the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
 
@@ -26,21 +26,9 @@ from gateway.metrics import Metrics
 from gateway.problems import CREDENTIALS_MISSING
 from gateway.ratelimit import Limit, Limiter, state_header
 
-__all__ = ["AuthenticationChain", "InvalidCredentialGuard", "SessionAuthenticator"]
+__all__ = ["AuthenticationChain", "InvalidCredentialGuard"]
 
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key")
-
-
-class SessionAuthenticator:
-    """Browser sessions (cookie ``session_cookie``): the hook the session support plugs into.
-
-    Until sessions exist it finds no credential, so the chain moves on to bearer tokens.
-    """
-
-    session_cookie = "__Host-mro-session"
-
-    async def authenticate(self, headers: Mapping[str, str]) -> Identity | None:
-        return None
 
 
 class InvalidCredentialGuard:
@@ -106,7 +94,7 @@ class AuthenticationChain:
         guard: InvalidCredentialGuard,
         metrics: Metrics,
         audit: AuditSink,
-        session_cookie: str | None = SessionAuthenticator.session_cookie,
+        session_cookie: str | None = None,
     ) -> None:
         self._authenticators = tuple(authenticators)
         self._guard = guard

@@ -30,6 +30,7 @@ from gateway.body_limit import limit_body
 from gateway.client_ip import TrustedProxies
 from gateway.context import RequestContext
 from gateway.cors import CorsPolicy
+from gateway.csrf import CsrfGuard
 from gateway.errors import GatewayError, NotFound, RateLimited
 from gateway.metrics import Metrics
 from gateway.paths import check_path
@@ -66,6 +67,8 @@ class PipelineParts:
     proxy: Proxy
     metrics: Metrics
     audit: AuditSink
+    # Cookie-authenticated unsafe requests need a same-origin Origin and the session's token.
+    csrf: CsrfGuard | None = None
 
 
 class _Reply:
@@ -179,6 +182,8 @@ class Pipeline:
         else:
             identity = parts.authz.grant(await parts.authn.authenticate(headers, context))
             context.identity = identity
+            if parts.csrf is not None:
+                await parts.csrf.check(method, headers, identity)
             parts.authz.authorise(identity, rule.permission, context)
             key, limits = parts.rules.for_identity(identity, rule.llm)
 

@@ -77,6 +77,8 @@ def start_gateway(
         "MRO_GATEWAY_ORCHESTRATOR_URL": orchestrator_url,
         "MRO_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{state_dir / 'gateway.db'}",
         "MRO_GATEWAY_AUDIT_SPOOL_DIR": str(state_dir / "audit-spool"),
+        # The local stack serves plain http on loopback: no Secure cookies (refused in production).
+        "MRO_GATEWAY_SESSION_COOKIE_SECURE": "false",
         **(extra or {}),
     }
     return _start_http("gateway", "gateway", port, env, "/readyz", 60)

@@ -1,0 +1,111 @@
+"""CSRF defence for requests authenticated by the session cookie.
+
+``SameSite=Lax`` already keeps the cookie off cross-site POSTs in current browsers; this module
+adds two checks that do not depend on the browser's cookie policy. An unsafe method (anything but
+GET, HEAD, OPTIONS, TRACE) with the session cookie needs
+
+1. an ``Origin`` field (or, without one, a ``Referer``) naming the gateway's own origin
+   (``public_url``), and
+2. an ``X-CSRF-Token`` field equal to the session's CSRF token (random, 256 bits, made at login
+   and bound to that session; the browser reads it from ``GET /auth/session``), compared in
+   constant time.
+
+Both failures raise ``PermissionDenied`` with code ``csrf_failed``. Bearer-token and API-key
+requests are not checked: a browser never adds those credentials on its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Final, Protocol
+from urllib.parse import urlsplit
+
+from gateway.errors import PermissionDenied
+from gateway.identity import AuthMethod, Identity
+from gateway.sessions import read_cookie
+
+__all__ = ["CSRF_HEADER", "SAFE_METHODS", "CsrfGuard", "check_csrf", "check_origin", "origin_of"]
+
+CSRF_HEADER: Final = "x-csrf-token"
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+class HasCsrfToken(Protocol):
+    @property
+    def csrf_token(self) -> str: ...
+
+
+class SessionLookup(Protocol):
+    """Finds the session a request's cookie names (``gateway.sessions.SessionManager``)."""
+
+    async def current(self, session_id: str) -> HasCsrfToken | None: ...
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of url, lower-cased, default port dropped; None if it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _field(headers: Mapping[str, str], name: str) -> str | None:
+    getlist = getattr(headers, "getlist", None)
+    if getlist is not None:
+        values: list[str] = getlist(name)
+        return values[0] if len(values) == 1 else None
+    return headers.get(name)
+
+
+def check_origin(headers: Mapping[str, str], allowed_origin: str) -> None:
+    """Raise PermissionDenied(csrf_failed) unless Origin (or Referer) is allowed_origin."""
+    origin = _field(headers, "origin")
+    source = origin if origin is not None and origin != "null" else _field(headers, "referer")
+    expected = origin_of(allowed_origin)
+    if source is None or expected is None or origin_of(source) != expected:
+        raise PermissionDenied("The request does not come from this site.", code="csrf_failed")
+
+
+def check_csrf(
+    method: str, headers: Mapping[str, str], session: HasCsrfToken, *, allowed_origin: str
+) -> None:
+    """Check a cookie-authenticated request; raise PermissionDenied(csrf_failed) on failure."""
+    if method.upper() in SAFE_METHODS:
+        return
+    check_origin(headers, allowed_origin)
+    token = _field(headers, CSRF_HEADER)
+    if not token or not hmac.compare_digest(
+        token.encode("utf-8", "surrogatepass"), session.csrf_token.encode()
+    ):
+        raise PermissionDenied("The CSRF token is missing or wrong.", code="csrf_failed")
+
+
+class CsrfGuard:
+    """The pipeline's CSRF step: checks session-authenticated unsafe requests."""
+
+    def __init__(self, sessions: SessionLookup, cookie_name: str, allowed_origin: str) -> None:
+        self._sessions = sessions
+        self._cookie_name = cookie_name
+        self._allowed_origin = allowed_origin
+
+    async def check(self, method: str, headers: Mapping[str, str], identity: Identity) -> None:
+        """Raise PermissionDenied(csrf_failed) for a session request failing the checks."""
+        if identity.method is not AuthMethod.SESSION or method.upper() in SAFE_METHODS:
+            return
+        session_id = read_cookie(headers, self._cookie_name)
+        session = await self._sessions.current(session_id) if session_id else None
+        if session is None:
+            raise PermissionDenied("The session has ended.", code="csrf_failed")
+        check_csrf(method, headers, session, allowed_origin=self._allowed_origin)
