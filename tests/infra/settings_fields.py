@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import pytest
 from pydantic_settings import BaseSettings
 
+from gateway.sessions import SessionSettings
 from gateway.settings import GatewaySettings
 from orchestrator.fake_azure.settings import FakeAzureSettings
 from orchestrator.settings import OrchestratorSettings
@@ -18,15 +19,17 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 
 
+# Settings classes that share a service's prefix (browser sessions read MRO_GATEWAY_* too).
+FIELDS: dict[str, set[str]] = {prefix: set(cls.model_fields) for prefix, cls in SETTINGS.items()}
+FIELDS["MRO_GATEWAY_"] |= set(SessionSettings.model_fields)
+
+
 def unknown_settings(names: Iterable[str]) -> list[str]:
     """Names with a service's prefix that no field of that service's settings reads."""
     unknown = []
     for name in names:
-        for prefix, cls in SETTINGS.items():
-            if (
-                name.startswith(prefix)
-                and name.removeprefix(prefix).lower() not in cls.model_fields
-            ):
+        for prefix, fields in FIELDS.items():
+            if name.startswith(prefix) and name.removeprefix(prefix).lower() not in fields:
                 unknown.append(name)
     return unknown
 
