@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/infra/local
 UV := uv run --frozen
 
-.PHONY: bootstrap dev test lint check
+.PHONY: bootstrap dev test lint check token
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -21,3 +21,7 @@ lint: bootstrap
 	@$(UV) mypy
 
 check: lint test
+
+# A dev user's access token for curl examples: `make token AS=tech1` (stack must be running).
+token:
+	@$(UV) python -m devstack token $(AS)

@@ -14,6 +14,7 @@ import pytest
 
 from devstack.paths import ROOT
 from devstack.procs import Service, free_port, port_open
+from tests.keycloak_flows import jwt_claims
 
 # The README promises the gateway answers /readyz within this many seconds once Keycloak runs.
 READY_WITHIN_SECONDS = 90
@@ -99,3 +100,26 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
     assert not _alive(children), f"left behind: {_alive(children)}"
     for port in ports.values():
         assert not port_open("127.0.0.1", port), f"port {port} still open"
+
+
+@pytest.mark.keycloak
+def test_token_command_prints_a_dev_users_access_token(keycloak: Service) -> None:
+    """`python -m devstack token tech1` logs in through Keycloak's form and prints the token."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "infra" / "local"),
+        "MRO_KEYCLOAK_URL": keycloak.url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "devstack", "token", "tech1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    claims = jwt_claims(done.stdout.strip())
+    assert claims["preferred_username"] == "tech1"
+    assert "technician" in claims["realm_access"]["roles"]

@@ -14,8 +14,14 @@ import threading
 from types import FrameType
 from typing import Any
 
-from devstack.keycloak import ensure_keycloak, load_dev_credentials, provision_dev_users
-from devstack.paths import ensure_dirs
+from devstack.keycloak import (
+    GATEWAY_CLIENT_ID,
+    client_secret,
+    ensure_keycloak,
+    load_dev_credentials,
+    provision_dev_users,
+)
+from devstack.paths import ROOT, ensure_dirs
 from devstack.procs import Service, StackError
 from devstack.redis import ensure_redis
 from devstack.services import start_fake_azure, start_gateway, start_orchestrator
@@ -103,10 +109,50 @@ def up() -> int:
         print("stopped.", flush=True)
 
 
+def token(username: str) -> int:
+    """Print a dev user's access token, obtained by logging in through Keycloak's own form.
+
+    The realm allows no password grant, so this drives the authorization code + PKCE flow over
+    HTTP exactly as the tests do (dev users and dev secrets only).
+    """
+    sys.path.insert(0, str(ROOT))
+    from tests.keycloak_flows import FlowError, authorization_code_tokens
+
+    credentials = load_dev_credentials()
+    passwords = {user["username"]: user["password"] for user in credentials["users"]}
+    if username not in passwords:
+        print(f"error: {username!r} is not a dev user ({', '.join(passwords)})", file=sys.stderr)
+        return 2
+    base_url = os.environ.get(
+        "MRO_KEYCLOAK_URL", f"http://127.0.0.1:{_port('MRO_KEYCLOAK_PORT', 8080)}"
+    )
+    try:
+        tokens = authorization_code_tokens(
+            base_url,
+            username,
+            passwords[username],
+            client_secret=client_secret(GATEWAY_CLIENT_ID, credentials),
+        )
+    except FlowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(tokens["access_token"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devstack", description=__doc__)
-    parser.add_argument("command", choices=["up"], help="up: run the whole stack")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        choices=["up", "token"],
+        help="up: run the whole stack; token USER: print a dev user's access token",
+    )
+    parser.add_argument("username", nargs="?", help="dev user for `token`")
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        if not args.username:
+            parser.error("token needs a dev user name")
+        return token(args.username)
     return up()
 
 
