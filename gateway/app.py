@@ -32,6 +32,7 @@ from gateway import (
     routes_api_keys,
     routes_auth,
     routes_me,
+    routes_web,
     routes_wellknown,
 )
 from gateway.api_keys import ApiKeyAuthenticator
@@ -263,6 +264,7 @@ def create_app(
     app.include_router(routes_admin.router)
     app.include_router(routes_me.create_router())
     app.include_router(routes_admin_users.create_router())
+    app.include_router(routes_web.create_router(form_action_origins=[settings.keycloak_url]))
     app.include_router(
         routes_api_keys.create_router(
             clock=clock, on_key_changed=api_keys.invalidate if api_keys else None

@@ -10,7 +10,7 @@ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/n
   || need_apt+=(postgresql)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
-if [[ "${MRO_WITH_BROWSER:-0}" == "1" ]]; then
+if [[ "${MRO_WITH_BROWSER:-1}" == "1" ]]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 fi
 

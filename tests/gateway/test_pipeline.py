@@ -162,4 +162,4 @@ async def test_ratelimit_fields_follow_the_draft(tmp_path: Path, redis_url: str)
     assert plain.headers["ratelimit"] == '"tier";r=119;t=60'
     assert llm.headers["ratelimit-policy"] == '"tier";q=120;w=60, "llm";q=10;w=60'
     assert llm.headers["ratelimit"] == '"tier";r=118;t=60, "llm";r=9;t=60'
-    assert public.headers["ratelimit-policy"] == '"anonymous";q=60;w=60'
+    assert public.headers["ratelimit-policy"] == '"anonymous";q=300;w=60'

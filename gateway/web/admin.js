@@ -1,0 +1,281 @@
+// Administration for managers and admins: everyone's conversations, the audit log and usage
+// (users.js has the users). The gateway checks every permission again; this only hides what a
+// role cannot use.
+
+import { button, field, h, pageHeading, replace, routeHref, time } from "./dom.js";
+import { ApiError, get } from "./api.js";
+import { problemBlock } from "./feedback.js";
+import { PAGE_SIZE, conversationList, pageOf, pager } from "./conversations.js";
+import { personName } from "./users.js";
+
+// --- everyone's conversations ----------------------------------------------------------------
+
+export async function allConversationsView(ctx) {
+  pageHeading(ctx, "All conversations");
+  const user = ctx.query.get("user") || "";
+  const page = pageOf(ctx.query);
+  const select = field("filter-user", "Person", {
+    kind: "select",
+    options: [{ value: "", label: "Everyone" }],
+  });
+  const filter = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter conversations" },
+    select.field,
+    h("div", { class: "actions" }, button("Show", { kind: "primary", type: "submit" })),
+  );
+  filter.addEventListener("submit", (event) => {
+    event.preventDefault();
+    ctx.navigate(routeHref("/admin/conversations", { user: select.input.value }).slice(1));
+  });
+  const body = h("div", { class: "list-region", "aria-busy": "true" }, h("p", { text: "Loading…" }));
+  ctx.main.append(filter, body);
+
+  // The person list is a convenience: without it the current filter still shows by its id.
+  get("/api/admin/users", { limit: 100 }, { signal: ctx.signal })
+    .then((result) => {
+      for (const person of result.items || []) {
+        select.input.append(h("option", { value: person.id, text: `${personName(person)} (${person.username})` }));
+      }
+      select.input.value = user;
+    })
+    .catch(() => {});
+  if (user) select.input.append(h("option", { value: user, text: user }));
+  select.input.value = user;
+
+  const result = await get(
+    "/api/conversations",
+    { scope: "all", user, limit: PAGE_SIZE, offset: (page - 1) * PAGE_SIZE },
+    { signal: ctx.signal },
+  );
+  body.removeAttribute("aria-busy");
+  if (result.total === 0) {
+    replace(body, h("p", { class: "empty card", text: "No conversations match." }));
+    return;
+  }
+  replace(
+    body,
+    conversationList(result.items, {
+      showOwner: true,
+      onOwner: (conversation) =>
+        ctx.navigate(routeHref("/admin/conversations", { user: conversation.owner_sub }).slice(1)),
+    }),
+    pager(page, result.total, PAGE_SIZE, (n) => routeHref("/admin/conversations", { user, page: n })),
+  );
+}
+
+// --- audit -----------------------------------------------------------------------------------
+
+function isoFromLocal(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? "" : date.toISOString();
+}
+
+function localFromIso(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return "";
+  const shifted = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+  return shifted.toISOString().slice(0, 16);
+}
+
+export async function auditView(ctx) {
+  pageHeading(ctx, "Audit log");
+  const q = Object.fromEntries(["actor", "action", "since", "until", "limit"].map((k) => [k, ctx.query.get(k) || ""]));
+  const actor = field("audit-actor", "Actor", { value: q.actor, hint: "User id or API key subject" });
+  const action = field("audit-action", "Action", { value: q.action, hint: "For example auth.login or users.*" });
+  const since = field("audit-since", "From", { kind: "datetime-local", value: localFromIso(q.since) });
+  const until = field("audit-until", "Until", { kind: "datetime-local", value: localFromIso(q.until) });
+  const limit = field("audit-limit", "Show", {
+    kind: "select",
+    value: q.limit || "100",
+    options: ["50", "100", "250", "500"].map((value) => ({ value, label: `${value} events` })),
+  });
+  const filters = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Filter the audit log" },
+    actor.field,
+    action.field,
+    since.field,
+    until.field,
+    limit.field,
+    h("div", { class: "actions" }, button("Filter", { kind: "primary", type: "submit" })),
+  );
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    ctx.navigate(
+      routeHref("/admin/audit", {
+        actor: actor.input.value.trim(),
+        action: action.input.value.trim(),
+        since: isoFromLocal(since.input.value),
+        until: isoFromLocal(until.input.value),
+        limit: limit.input.value === "100" ? "" : limit.input.value,
+      }).slice(1),
+    );
+  });
+  const body = h("div", { class: "list-region", "aria-busy": "true" }, h("p", { text: "Loading…" }));
+  ctx.main.append(filters, body);
+
+  const result = await get(
+    "/api/admin/audit",
+    { actor: q.actor, action: q.action, since: q.since, until: q.until, limit: q.limit || 100 },
+    { signal: ctx.signal },
+  );
+  body.removeAttribute("aria-busy");
+  if (!result.items.length) {
+    replace(body, h("p", { class: "empty card", text: "No events match." }));
+    return;
+  }
+  const rows = result.items.map((event) =>
+    h(
+      "tr",
+      {},
+      h("td", { class: "nowrap" }, time(event.at)),
+      h("th", { scope: "row", class: "mono", text: event.action }),
+      h("td", {}, h("span", { class: `badge badge-${outcomeClass(event.outcome)}`, text: event.outcome })),
+      h(
+        "td",
+        { class: "mono" },
+        event.actor
+          ? h("a", {
+              href: routeHref("/admin/audit", { ...q, actor: event.actor }),
+              title: `Only events by ${event.actor}`,
+              text: shortId(event.actor),
+            })
+          : "—",
+      ),
+      h("td", { class: "mono", title: event.target || undefined, text: shortId(event.target) }),
+      h("td", { text: event.reason || "—" }),
+      h("td", { class: "mono", text: event.client_ip || "—" }),
+      h(
+        "td",
+        {},
+        event.details && Object.keys(event.details).length
+          ? h(
+              "details",
+              {},
+              h("summary", { text: "Details" }),
+              h("pre", { class: "mono", text: JSON.stringify(event.details, null, 2) }),
+              event.request_id ? h("p", { class: "muted small", text: `Request ${event.request_id}` }) : null,
+            )
+          : h("span", { class: "muted", text: "—" }),
+      ),
+    ),
+  );
+  replace(
+    body,
+    h("p", { class: "muted small", text: `${result.items.length} events, newest first.` }),
+    h(
+      "div",
+      { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Audit events" },
+      h(
+        "table",
+        { class: "table" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ["Time", "Action", "Outcome", "Actor", "Target", "Reason", "Client", "Details"].map((text) =>
+              h("th", { scope: "col", text }),
+            ),
+          ),
+        ),
+        h("tbody", {}, rows),
+      ),
+    ),
+  );
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A Keycloak id shortened to its first block (the whole id is in the title and the filter). */
+function shortId(value) {
+  if (!value) return "—";
+  return UUID.test(value) ? `${value.slice(0, 8)}…` : value;
+}
+
+function outcomeClass(outcome) {
+  if (outcome === "success") return "ok";
+  if (outcome === "denied" || outcome === "failure") return "error";
+  return "neutral";
+}
+
+// --- usage -----------------------------------------------------------------------------------
+
+function cell(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "number") return value.toLocaleString();
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** A table of rows (objects); columns are the union of their keys, in order of appearance. */
+export function objectTable(rows, label) {
+  const columns = [];
+  for (const row of rows) for (const key of Object.keys(row)) if (!columns.includes(key)) columns.push(key);
+  return h(
+    "div",
+    { class: "table-wrap", tabindex: "0", role: "region", "aria-label": label },
+    h(
+      "table",
+      { class: "table" },
+      h("thead", {}, h("tr", {}, columns.map((key) => h("th", { scope: "col", text: key.replaceAll("_", " ") })))),
+      h(
+        "tbody",
+        {},
+        rows.map((row) =>
+          h(
+            "tr",
+            {},
+            columns.map((key) =>
+              h("td", { class: typeof row[key] === "number" ? "num" : "", text: cell(row[key]) }),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export async function usageView(ctx) {
+  pageHeading(ctx, "Usage");
+  const body = h("div", { class: "list-region", "aria-busy": "true" }, h("p", { text: "Loading…" }));
+  ctx.main.append(body);
+  let result;
+  try {
+    result = await get("/api/admin/usage", undefined, { signal: ctx.signal });
+  } catch (error) {
+    body.removeAttribute("aria-busy");
+    if (error instanceof ApiError && (error.status === 404 || error.status === 501)) {
+      replace(
+        body,
+        h(
+          "div",
+          { class: "card notice" },
+          h("p", { text: "Usage reporting is not available on this gateway yet." }),
+          h("p", { class: "muted small", text: "Token use per person appears here once the gateway records it." }),
+        ),
+      );
+      return;
+    }
+    replace(body, problemBlock(error));
+    return;
+  }
+  body.removeAttribute("aria-busy");
+  const rows = Array.isArray(result) ? result : result && Array.isArray(result.items) ? result.items : null;
+  const extra = result && !Array.isArray(result)
+    ? Object.entries(result).filter(([key, value]) => key !== "items" && (typeof value !== "object" || value === null))
+    : [];
+  replace(
+    body,
+    extra.length
+      ? h("dl", { class: "facts" }, extra.map(([key, value]) => [h("dt", { text: key.replaceAll("_", " ") }), h("dd", { text: cell(value) })]))
+      : null,
+    rows && rows.length
+      ? objectTable(rows, "Usage")
+      : h("p", { class: "empty card", text: "No usage recorded yet." }),
+  );
+}
