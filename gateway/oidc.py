@@ -148,9 +148,18 @@ class OidcClient:
         return self._metadata
 
     async def authorization_url(
-        self, request: AuthorizationRequest, redirect_uri: str, *, registration: bool = False
+        self,
+        request: AuthorizationRequest,
+        redirect_uri: str,
+        *,
+        registration: bool = False,
+        action: str | None = None,
     ) -> str:
-        """Where to send the browser to log in (or to register) for request."""
+        """Where to send the browser to log in (or to register) for request.
+
+        ``action`` asks Keycloak for an application-initiated action (``kc_action``), such as
+        ``UPDATE_PASSWORD``, before it returns to the callback.
+        """
         metadata = await self.metadata()
         params = {
             "client_id": self.client_id,
@@ -162,6 +171,8 @@ class OidcClient:
             "code_challenge": request.code_challenge,
             "code_challenge_method": "S256",
         }
+        if action is not None:
+            params["kc_action"] = action
         endpoint = (
             metadata.registration_endpoint if registration else metadata.authorization_endpoint
         )

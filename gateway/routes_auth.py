@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import parse_qs
 
 import httpx
@@ -53,6 +53,8 @@ from gateway.settings import GatewaySettings
 __all__ = ["BrowserAuth", "InvalidLogoutToken", "LoginFailed", "create_router"]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Keycloak application-initiated actions a browser may ask for through /auth/login.
+KC_ACTIONS: Final = {"update_password": "UPDATE_PASSWORD"}
 
 
 class LoginFailed(BadRequest):
@@ -155,22 +157,35 @@ def create_router(auth: BrowserAuth) -> APIRouter:
     def redirect(url: str, status: int = 302) -> RedirectResponse:
         return RedirectResponse(url, status_code=status, headers=NO_STORE)
 
-    async def begin(request: Request, return_to: str | None, registration: bool) -> Response:
+    async def begin(
+        request: Request, return_to: str | None, registration: bool, action: str | None = None
+    ) -> Response:
         binding = cookie(request, cookies.login_cookie_name) or secrets.token_urlsafe(32)
         login = AuthorizationRequest.new()
         pending = PendingLogin(
             login.nonce, login.code_verifier, safe_return_path(return_to), digest(binding)
         )
         await auth.logins.put(login.state, pending)
-        url = await auth.oidc.authorization_url(login, auth.redirect_uri, registration=registration)
+        url = await auth.oidc.authorization_url(
+            login, auth.redirect_uri, registration=registration, action=action
+        )
         response = redirect(url)
         set_cookie(response, cookies.login_cookie_name, binding, cookies.login_state_seconds)
         return response
 
     @router.get("/login")
-    async def login(request: Request, return_to: str | None = None) -> Response:
-        """Send the browser to Keycloak's login page."""
-        return await begin(request, return_to, registration=False)
+    async def login(
+        request: Request,
+        return_to: str | None = None,
+        action: Literal["update_password"] | None = None,
+    ) -> Response:
+        """Send the browser to Keycloak's login page (``action=update_password``: its form).
+
+        With an action the flow is the ordinary login flow (state, nonce, PKCE), so Keycloak's
+        return to the callback completes like any login.
+        """
+        kc_action = KC_ACTIONS[action] if action else None
+        return await begin(request, return_to, registration=False, action=kc_action)
 
     @router.get("/register")
     async def register(request: Request, return_to: str | None = None) -> Response:

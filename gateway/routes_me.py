@@ -15,10 +15,7 @@ The field types here are shared with the user administration routes.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import re
-import secrets
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlencode
 
@@ -194,27 +191,15 @@ def audit_event(
     )
 
 
-def update_password_url(settings: GatewaySettings, username: str = "") -> str:
-    """Keycloak's authorization endpoint asking for the UPDATE_PASSWORD action.
+def update_password_url(settings: GatewaySettings) -> str:
+    """The gateway's login route asking Keycloak for its UPDATE_PASSWORD action.
 
-    Keycloak authenticates the person (their session usually suffices), shows its own
-    password form, then returns to the gateway's callback.
+    It runs the ordinary login flow (state, nonce, PKCE held by the gateway), so Keycloak shows
+    its own password form and then returns to the gateway's callback like any login; no password
+    ever passes through the gateway.
     """
-    # mro-gateway requires PKCE on every authorization request; this request is not redeemed
-    # by the gateway, the challenge only satisfies that rule.
-    challenge = hashlib.sha256(secrets.token_urlsafe(32).encode()).digest()
-    params = {
-        "client_id": settings.client_id,
-        "response_type": "code",
-        "scope": "openid",
-        "redirect_uri": f"{settings.public_url.rstrip('/')}/auth/callback",
-        "kc_action": UPDATE_PASSWORD,
-        "code_challenge": base64.urlsafe_b64encode(challenge).rstrip(b"=").decode(),
-        "code_challenge_method": "S256",
-    }
-    if username:
-        params["login_hint"] = username
-    return f"{settings.issuer}/protocol/openid-connect/auth?{urlencode(params)}"
+    query = urlencode({"action": "update_password", "return_to": "/"})
+    return f"{settings.public_url.rstrip('/')}/auth/login?{query}"
 
 
 def _machine_profile(caller: Identity) -> Profile:
@@ -321,6 +306,6 @@ def create_router() -> APIRouter:
     async def change_password(caller: CurrentIdentity, settings: SettingsDep) -> PasswordChange:
         """The Keycloak URL where the caller sets a new password."""
         _require_person(caller)
-        return PasswordChange(url=update_password_url(settings, caller.username))
+        return PasswordChange(url=update_password_url(settings))
 
     return router

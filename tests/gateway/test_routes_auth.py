@@ -596,3 +596,38 @@ def test_callback_with_a_provider_error_is_refused(
     assert response.status_code == 400
     assert problem_code(response) == "login_failed"
     assert gateway.audit.actions("auth.login_failed")[-1].reason == "provider_error:access_denied"
+
+
+def test_password_change_runs_keycloaks_form_and_returns_through_the_callback(
+    gateway: GatewayUnderTest, browser: Browser, keycloak_admin: KeycloakAdmin
+) -> None:
+    """/auth/login?action=update_password: Keycloak's form, then a normal callback and session."""
+    with keycloak_user(keycloak_admin) as person:
+        login(browser, gateway.url, person)
+        start = browser.get(gateway.url + "/auth/login?action=update_password&return_to=/")
+        assert start.status_code == 302, start.text
+        asked = query(start.headers["location"])
+        assert asked["kc_action"] == "UPDATE_PASSWORD"
+        assert asked["code_challenge_method"] == "S256"
+        # Keycloak knows the person already (single sign-on) and shows its own password form.
+        form = browser.get(start.headers["location"])
+        while form.status_code == 302 and not form.headers["location"].startswith(gateway.url):
+            form = browser.get(urljoin(str(form.url), form.headers["location"]))
+        assert form.status_code == 200, form.headers.get("location")
+        assert 'id="kc-passwd-update-form"' in form.text
+        new_password = "Changed-dev-only-" + uuid.uuid4().hex[:12]
+        done = browser.post(
+            form_action(form.text, "kc-passwd-update-form"),
+            data={"password-new": new_password, "password-confirm": new_password},
+        )
+        assert done.status_code == 302, done.text
+        callback = browser.get(urljoin(gateway.url, done.headers["location"]))
+        assert callback.status_code == 302, callback.text
+        assert callback.headers["location"] == "/"
+        assert gateway.audit.actions("auth.login")[-1].outcome == "success"
+
+
+def test_unknown_login_actions_are_refused(gateway: GatewayUnderTest, browser: Browser) -> None:
+    """Only allow-listed Keycloak actions pass through /auth/login."""
+    response = browser.get(gateway.url + "/auth/login?action=delete_account")
+    assert response.status_code == 422
