@@ -13,7 +13,7 @@ dev: bootstrap
 	@$(UV) python -m devstack up
 
 test: bootstrap
-	@$(UV) pytest
+	@$(UV) pytest --cov --cov-report=term
 
 lint: bootstrap
 	@$(UV) ruff check .
