@@ -68,11 +68,34 @@ _REQUEST_DROP_PREFIXES = (
     "x-original-",
 )
 _REQUEST_DROP_WORDS = ("role", "group", "permission", "principal")
-_RESPONSE_DROP = frozenset({"set-cookie", "server", "x-powered-by", "date"})
+# Fields the gateway sets itself: an upstream must not widen CORS or weaken the page policy,
+# and the request id is the gateway's.
+_RESPONSE_DROP = frozenset(
+    {
+        "set-cookie",
+        "server",
+        "x-powered-by",
+        "date",
+        "x-request-id",
+        "strict-transport-security",
+        "content-security-policy",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "permissions-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+    }
+)
+_RESPONSE_DROP_PREFIXES = ("access-control-",)
 
 
 @lru_cache(maxsize=1024)
 def _request_field_allowed(name: str) -> bool:
+    # Servers and frameworks downstream may fold "_" into "-" (X_MRO_Assertion would become
+    # X-MRO-Assertion): refuse such names outright, as nginx does by default.
+    if "_" in name:
+        return False
     if name in HOP_BY_HOP or name in _REQUEST_DROP:
         return False
     if name.startswith(_REQUEST_DROP_PREFIXES):
@@ -111,6 +134,8 @@ def forward_response_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tup
         name = raw_name.lower()
         text = name.decode("latin-1")
         if text in HOP_BY_HOP or text in _RESPONSE_DROP or text in named:
+            continue
+        if text.startswith(_RESPONSE_DROP_PREFIXES):
             continue
         kept.append((name, value))
     return kept

@@ -67,11 +67,6 @@ UNDERSCORE_FIELDS: dict[str, list[tuple[str, str]]] = {
     "x_mro_assertion": [("X_MRO_Assertion", "forged")],
     "remote_user": [("Remote_User", "forged-admin")],
 }
-UNDERSCORE_WEAKNESS = pytest.mark.xfail(
-    strict=True,
-    reason="weakness W1: fields spelt with '_' (X_Forwarded_For, X_MRO_Assertion) pass the "
-    "gateway's request field filter (gateway/headers.py) to the orchestrator",
-)
 
 
 def _forwarded(lab: Lab, fields: list[tuple[str, str]], token: str) -> httpx.Response:
@@ -83,7 +78,7 @@ def _forwarded(lab: Lab, fields: list[tuple[str, str]], token: str) -> httpx.Res
     "fields",
     [
         *FORGED_FIELDS.values(),
-        *(pytest.param(f, marks=UNDERSCORE_WEAKNESS) for f in UNDERSCORE_FIELDS.values()),
+        *UNDERSCORE_FIELDS.values(),
     ],
     ids=[*FORGED_FIELDS, *UNDERSCORE_FIELDS],
 )
@@ -213,15 +208,6 @@ def test_concurrent_clients_get_their_own_answers(
     assert paths == [f"/api/conversations/c{n}" for n in range(40)]
 
 
-UPSTREAM_OVERRIDE_WEAKNESS = pytest.mark.xfail(
-    strict=True,
-    reason="weakness W3: the proxy keeps the orchestrator's CORS, X-Frame-Options, CSP, HSTS and "
-    "X-Request-ID fields, and the gateway then adds its own only when absent (or a second "
-    "X-Request-ID), so an upstream answer can widen CORS and weaken the security fields",
-)
-
-
-@UPSTREAM_OVERRIDE_WEAKNESS
 def test_upstream_cannot_override_the_gateways_security_fields(
     lab: Lab, service_token: Callable[[], str]
 ) -> None:
@@ -243,11 +229,6 @@ def test_upstream_cannot_override_the_gateways_security_fields(
     assert response.header("x-request-id") != ["upstream-chosen-id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="weakness W4: the orchestrator echoes X-Request-ID and the gateway adds its own, so "
-    "every proxied answer carries the field twice",
-)
 def test_proxied_answer_carries_one_request_id(
     live_stack: LiveStack, client_ip: str, service_token: Callable[[], str]
 ) -> None:
