@@ -32,6 +32,7 @@ from gateway import (
     routes_api_keys,
     routes_auth,
     routes_me,
+    routes_usage,
     routes_web,
     routes_wellknown,
 )
@@ -42,6 +43,7 @@ from gateway.audit_spool import AuditSpool
 from gateway.audit_store import SqlAuditStore
 from gateway.authn import AuthenticationChain, InvalidCredentialGuard
 from gateway.authz import Authorizer
+from gateway.budgets import BudgetConfig, RedisBudgetStore
 from gateway.client_ip import TrustedProxies
 from gateway.cors import CorsPolicy
 from gateway.csrf import CsrfGuard
@@ -64,6 +66,8 @@ from gateway.services import Services
 from gateway.sessions import SessionSettings
 from gateway.settings import Environment, GatewaySettings
 from gateway.tokens import BearerAuthenticator
+from gateway.usage_meter import UsageMeter
+from gateway.usage_store import UsageRecorder, UsageStore
 
 __all__ = ["create_app"]
 
@@ -194,6 +198,16 @@ def create_app(
         settings.upstream_pool_size,
     )
 
+    budgets = policy.budgets or BudgetConfig()
+    usage_store = UsageStore(sessions)
+    usage_recorder = UsageRecorder(usage_store)
+    budget_store = RedisBudgetStore(
+        redis, key_prefix, reservation_seconds=budgets.reservation_seconds, clock=clock
+    )
+    meter = UsageMeter(
+        budgets, budget_store, usage_recorder, policy.tier_for, metrics, audit, clock
+    )
+
     async def redis_ready() -> bool:
         return bool(await redis.ping())
 
@@ -228,6 +242,7 @@ def create_app(
         if writer is not None:
             await writer.start()
         flusher = asyncio.create_task(api_keys.run_periodic_flush()) if api_keys else None
+        usage_recorder.start()
         try:
             yield
         finally:
@@ -237,6 +252,7 @@ def create_app(
                     await flusher
             if api_keys is not None:
                 await api_keys.flush_last_used()
+            await usage_recorder.aclose()
             if writer is not None:
                 await writer.aclose()
             await upstream.aclose()
@@ -257,6 +273,7 @@ def create_app(
     )
     app.state.services = services
     app.state.keycloak_admin = keycloak_admin
+    app.state.usage_store, app.state.usage_recorder = usage_store, usage_recorder
     problems.install(app)
     app.include_router(health.router)
     app.include_router(routes_wellknown.router)
@@ -264,6 +281,7 @@ def create_app(
     app.include_router(routes_admin.router)
     app.include_router(routes_me.create_router())
     app.include_router(routes_admin_users.create_router())
+    app.include_router(routes_usage.create_router(clock))
     app.include_router(routes_web.create_router(form_action_origins=[settings.keycloak_url]))
     app.include_router(
         routes_api_keys.create_router(
@@ -293,6 +311,7 @@ def create_app(
             metrics=metrics,
             audit=audit,
             csrf=CsrfGuard(browser.manager, session_settings.cookie_name, settings.public_url),
+            meter=meter,
         ),
     )
     return app

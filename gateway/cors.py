@@ -20,7 +20,7 @@ __all__ = ["CorsDenied", "CorsPolicy"]
 _ALLOWED_HEADERS = (
     "authorization, content-type, x-api-key, x-request-id, idempotency-key, last-event-id"
 )
-_EXPOSED_HEADERS = "x-request-id, ratelimit, ratelimit-policy, retry-after"
+_EXPOSED_HEADERS = "x-request-id, ratelimit, ratelimit-policy, retry-after, mro-budget-warning"
 _MAX_AGE = "600"
 
 

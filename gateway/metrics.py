@@ -66,6 +66,35 @@ class Metrics:
             "Audit events written to the local spool file while the database was unreachable.",
             registry=r,
         )
+        self._llm_tokens = Counter(
+            "mro_gateway_llm_tokens",
+            "Model tokens the orchestrator reported, by agent and caller tier.",
+            ["agent", "tier"],
+            registry=r,
+        )
+        self._llm_charged = Counter(
+            "mro_gateway_llm_tokens_charged",
+            "Tokens counted against budgets (weighted by agent; unmetered answers at their "
+            "reservation), by agent and caller tier.",
+            ["agent", "tier"],
+            registry=r,
+        )
+        self._budget_exceeded = Counter(
+            "mro_gateway_token_budget_exceeded",
+            "LLM requests refused with 429 for want of tokens, by budget.",
+            ["budget"],
+            registry=r,
+        )
+        self.token_reservations_expired = Counter(
+            "mro_gateway_token_reservations_expired",
+            "Token reservations released because they were never settled.",
+            registry=r,
+        )
+        self.token_budget_unavailable = Counter(
+            "mro_gateway_token_budget_unavailable",
+            "LLM requests whose budgets could not be checked (Redis unreachable).",
+            registry=r,
+        )
         # Label lookups take a lock; the hot path reuses the children it already made.
         self._request_counters: dict[tuple[str, str, str], Counter] = {}
         self._latencies: dict[str, Histogram] = {}
@@ -91,6 +120,14 @@ class Metrics:
 
     def upstream_error(self, kind: str) -> None:
         self._upstream_errors.labels(kind).inc()
+
+    def llm_tokens(self, agent: str, tier: str, tokens: int, charged: int) -> None:
+        """Count one settled LLM answer: reported tokens and tokens charged to budgets."""
+        self._llm_tokens.labels(agent, tier).inc(tokens)
+        self._llm_charged.labels(agent, tier).inc(charged)
+
+    def token_budget_exceeded(self, budget: str) -> None:
+        self._budget_exceeded.labels(budget).inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -8,7 +8,8 @@ For every HTTP request, in this order:
 3. authenticate (not on public routes): 401, or 429 for an address sending bad credentials;
 4. authorise: 403 without the rule's permission;
 5. rate limit per identity (or per client IP on public routes): 429;
-6. proxy it to the orchestrator, or hand it to the gateway's own FastAPI routes.
+6. proxy it to the orchestrator (LLM routes under the caller's token budgets, 429 when spent:
+   ``gateway.usage_meter``), or hand it to the gateway's own FastAPI routes.
 
 Every answer, including errors (RFC 9457 problem+json from ``gateway.problems``), carries the
 request id, the security fields, the CORS fields for allowed origins and the RateLimit fields.
@@ -40,6 +41,7 @@ from gateway.proxy import ClientDisconnected, Proxy
 from gateway.ratelimit import Decision, ExceededLog, Limiter, RateLimitRules, state_header
 from gateway.request_id import assign_request_id
 from gateway.security_headers import SecurityHeaders
+from gateway.usage_meter import UsageMeter
 
 __all__ = ["Pipeline", "PipelineParts"]
 
@@ -69,6 +71,8 @@ class PipelineParts:
     audit: AuditSink
     # Cookie-authenticated unsafe requests need a same-origin Origin and the session's token.
     csrf: CsrfGuard | None = None
+    # Token budgets of LLM routes: reserve before forwarding, settle from the answer.
+    meter: UsageMeter | None = None
 
 
 class _Reply:
@@ -196,9 +200,12 @@ class Pipeline:
         if not decision.allowed:
             raise self._exceeded(key, decision, context)
 
-        # 6. Dispatch.
+        # 6. Dispatch; LLM routes spend the caller's token budgets.
         if rule.upstream is Upstream.ORCHESTRATOR:
-            await parts.proxy.forward(scope, receive, reply, context)
+            if rule.llm and parts.meter is not None:
+                await parts.meter.forward(scope, receive, reply, context, parts.proxy.forward)
+            else:
+                await parts.proxy.forward(scope, receive, reply, context)
         else:
             await self.app(scope, receive, reply)
 

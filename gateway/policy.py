@@ -22,6 +22,8 @@ from typing import Any
 
 from limits import parse_many
 
+from gateway.budgets import BudgetConfig, BudgetConfigError
+
 __all__ = [
     "MatrixRow",
     "Policy",
@@ -109,11 +111,14 @@ class Policy:
         rate_limits: RateLimitConfig,
         *,
         environment: str | None = None,
+        budgets: BudgetConfig | None = None,
     ) -> None:
         self.permissions = dict(permissions)
         self.roles = dict(role_permissions)
         self.routes = tuple(routes)
         self.rate_limits = rate_limits
+        # Token budgets of LLM routes (gateway.budgets); None: no [budgets] table, no budgets.
+        self.budgets = budgets
         self._tier_rank = _rank_tiers(rate_limits.tiers)
         self._root = _Node()
         for rule in self.routes:
@@ -140,7 +145,12 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, environment: str | None = None) -> Policy:
         """Validate parsed TOML and build the policy. Raises PolicyError."""
-        _table(data, "policy", {"version", "permissions", "roles", "routes", "rate_limits"})
+        _table(
+            data,
+            "policy",
+            {"version", "permissions", "roles", "routes", "rate_limits"},
+            {"budgets"},
+        )
         if data["version"] != 1:
             raise PolicyError(f"unsupported policy version {data['version']!r}")
         permissions = _permissions(data["permissions"])
@@ -151,7 +161,13 @@ class Policy:
         routes = [_route(entry, f"routes[{n}]", permissions) for n, entry in enumerate(entries)]
         _check_clashes(routes)
         limits = _rate_limits(data["rate_limits"], roles)
-        return cls(permissions, roles, routes, limits, environment=environment)
+        budgets = None
+        if "budgets" in data:
+            try:
+                budgets = BudgetConfig.from_dict(data["budgets"], roles)
+            except BudgetConfigError as exc:
+                raise PolicyError(str(exc)) from exc
+        return cls(permissions, roles, routes, limits, environment=environment, budgets=budgets)
 
     def permissions_for(self, roles: Iterable[str]) -> frozenset[str]:
         """Every permission the roles grant, inheritance included; unknown roles grant nothing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -148,7 +149,20 @@ async def test_cors_allows_only_listed_origins(tmp_path: Path, redis_url: str) -
     assert "POST" in good.headers["access-control-allow-methods"]
     _assert_problem(bad, 403, "cors_denied")
     assert listed.headers["access-control-allow-origin"] == "https://app.example"
+    exposed = {name.strip() for name in listed.headers["access-control-expose-headers"].split(",")}
+    # Scripts of a listed origin may read the limits and the token-budget warning.
+    assert {"ratelimit", "ratelimit-policy", "retry-after", "mro-budget-warning"} <= exposed
     assert "access-control-allow-origin" not in other.headers
+
+
+# A token budget member: name, quota, window, quota unit "tokens" and the partition key.
+TOKEN_POLICY_MEMBER = r'"tokens-[a-z]+-[a-z]+";q=\d+;w=\d+;qu="tokens";pk=:[A-Za-z0-9+/=]+:'
+
+
+def _split_members(field: str) -> tuple[list[str], list[str]]:
+    members = [member.strip() for member in field.split(",")]
+    tokens = [member for member in members if member.startswith('"tokens-')]
+    return [member for member in members if member not in tokens], tokens
 
 
 async def test_ratelimit_fields_follow_the_draft(tmp_path: Path, redis_url: str) -> None:
@@ -160,6 +174,9 @@ async def test_ratelimit_fields_follow_the_draft(tmp_path: Path, redis_url: str)
         public = await http.get("/healthz")
     assert plain.headers["ratelimit-policy"] == '"tier";q=120;w=60'
     assert plain.headers["ratelimit"] == '"tier";r=119;t=60'
-    assert llm.headers["ratelimit-policy"] == '"tier";q=120;w=60, "llm";q=10;w=60'
-    assert llm.headers["ratelimit"] == '"tier";r=118;t=60, "llm";r=9;t=60'
+    request_members, token_members = _split_members(llm.headers["ratelimit-policy"])
+    assert request_members == ['"tier";q=120;w=60', '"llm";q=10;w=60']
+    assert token_members, "an LLM route also declares its token budgets"
+    assert all(re.fullmatch(TOKEN_POLICY_MEMBER, member) for member in token_members)
+    assert llm.headers["ratelimit"].startswith('"tier";r=118;t=60, "llm";r=9;t=60')
     assert public.headers["ratelimit-policy"] == '"anonymous";q=300;w=60'
