@@ -17,7 +17,7 @@ test: bootstrap
 
 lint: bootstrap
 	@$(UV) ruff check .
-	@$(UV) ruff format --check gateway orchestrator tests infra $(wildcard bench)
+	@$(UV) ruff format --check gateway orchestrator tests infra scripts $(wildcard bench)
 	@$(UV) mypy
 
 check: lint test

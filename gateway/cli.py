@@ -1,149 +1,87 @@
-"""``mro-admin``: operators' command line for API keys, assertion keys and the policy.
+"""``mro-admin``: operators' command line for API keys, users, audit, usage and health.
 
-``api-keys`` commands call the gateway's admin API over HTTP. They authenticate with the bearer
-token in ``MRO_ADMIN_TOKEN`` or, given a client id and secret, with a token obtained by the
-client-credentials grant from Keycloak. Secrets are best passed through the environment
-(``MRO_ADMIN_CLIENT_SECRET``) rather than on the command line, where other users can see them.
+``api-keys`` and ``users`` change things through the gateway's admin API, ``audit`` and
+``usage`` read it (``gateway.cli_admin``, which also holds the connection and the output),
+``health`` asks the gateway's probes, ``keys`` and ``policy`` work offline. Secrets are best
+passed through the environment (``MRO_ADMIN_TOKEN``, ``MRO_ADMIN_CLIENT_SECRET``) rather than on
+the command line, where other users of the machine can see them.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
 
+from gateway.api_keys import Peppers
 from gateway.assertion import generate_signing_key_pem
+from gateway.cli_admin import (
+    TIMEOUT,
+    Column,
+    JsonOption,
+    audit_app,
+    call,
+    connection_options,
+    fail,
+    print_json,
+    print_table,
+    problem_line,
+    usage_app,
+)
 from gateway.policy import Policy, PolicyError
 
 __all__ = ["app", "policy_markdown"]
 
 app = typer.Typer(help="Administer the MRO gateway.", no_args_is_help=True)
 api_keys_app = typer.Typer(help="Create, list, rotate and revoke API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Invite people, give and take roles.", no_args_is_help=True)
 keys_app = typer.Typer(
-    help="Keys that sign the gateway's identity assertions.", no_args_is_help=True
+    help="Keys that sign the gateway's identity assertions, and the API-key pepper.",
+    no_args_is_help=True,
 )
 policy_app = typer.Typer(help="The authorisation policy.", no_args_is_help=True)
+api_keys_app.callback()(connection_options)
+users_app.callback()(connection_options)
 app.add_typer(api_keys_app, name="api-keys")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
+app.add_typer(usage_app, name="usage")
 app.add_typer(keys_app, name="keys")
 app.add_typer(policy_app, name="policy")
 
-TIMEOUT = httpx.Timeout(10.0)
+KEYS = "/api/admin/api-keys"
+USERS = "/api/admin/users"
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+KEY_COLUMNS = [
+    Column.of(name) for name in ("id", "status", "name", "owner_sub", "expires_at", "last_used_at")
+]
+USER_COLUMNS = [
+    *(Column.of(key) for key in ("id", "username", "email")),
+    Column("NAME", lambda row: " ".join(filter(None, (row["first_name"], row["last_name"])))),
+    *(Column.of(key) for key in ("roles", "enabled")),
+    Column.of("required_actions", "PENDING"),
+]
 
 
-class CliError(Exception):
-    """A failure to report on stderr with a non-zero exit status."""
-
-
-@dataclass
-class Connection:
-    """Where the gateway is and how to authenticate to it."""
-
-    gateway_url: str
-    token: str | None
-    client_id: str | None
-    client_secret: str | None
-    keycloak_url: str
-    realm: str
-
-    def bearer(self, http: httpx.Client) -> str:
-        """The access token to send: MRO_ADMIN_TOKEN, or one from the client-credentials grant."""
-        if self.client_id and self.client_secret:
-            return _client_credentials(http, self)
-        if self.token:
-            return self.token
-        raise CliError("Set MRO_ADMIN_TOKEN, or give --client-id and --client-secret.")
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call the admin API; the decoded JSON answer (None for 204)."""
-        with httpx.Client(timeout=TIMEOUT) as http:
-            headers = {"Authorization": f"Bearer {self.bearer(http)}"}
-            url = f"{self.gateway_url.rstrip('/')}/api/admin/api-keys{path}"
-            try:
-                response = http.request(method, url, json=body, headers=headers)
-            except httpx.HTTPError as exc:
-                raise CliError(f"Cannot reach the gateway at {self.gateway_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise CliError(_problem(response))
-        return None if response.status_code == 204 else response.json()
-
-
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{response.status_code} {body.get('code', '')}: {body.get('detail', '')}"
-    except ValueError:
-        return f"{response.status_code} {response.reason_phrase}"
-
-
-def _client_credentials(http: httpx.Client, conn: Connection) -> str:
-    issuer = f"{conn.keycloak_url.rstrip('/')}/realms/{conn.realm}"
-    try:
-        discovery = http.get(f"{issuer}/.well-known/openid-configuration")
-        discovery.raise_for_status()
-        response = http.post(
-            discovery.json()["token_endpoint"],
-            data={"grant_type": "client_credentials"},
-            auth=(conn.client_id or "", conn.client_secret or ""),
-        )
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
-        raise CliError(f"Cannot reach Keycloak at {conn.keycloak_url}: {exc}") from exc
-    if response.status_code != 200:
-        raise CliError(f"Keycloak refused the client credentials ({response.status_code}).")
-    token = response.json().get("access_token")
-    if not isinstance(token, str):
-        raise CliError("Keycloak's answer carries no access token.")
-    return token
-
-
-def _run(conn: Connection, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    try:
-        return conn.request(method, path, body)
-    except CliError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-
-
-def _print(data: Any, as_json: bool, fields: tuple[str, ...]) -> None:
+def _show(answer: Any, rows: list[dict[str, Any]], columns: list[Column], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        print_json(answer)
+    else:
+        print_table(rows, columns)
+
+
+def _show_created_key(created: dict[str, Any], note: str, as_json: bool) -> None:
+    if as_json:
+        print_json(created)
         return
-    rows = data.get("items", [data])
-    for row in rows:
-        typer.echo("  ".join(str(row.get(name) or "-") for name in fields))
-
-
-@api_keys_app.callback()
-def connection(
-    ctx: typer.Context,
-    gateway_url: Annotated[
-        str, typer.Option(envvar="MRO_ADMIN_GATEWAY_URL", help="The gateway's base URL.")
-    ] = "http://127.0.0.1:8000",
-    client_id: Annotated[
-        str | None, typer.Option(envvar="MRO_ADMIN_CLIENT_ID", help="Keycloak client id.")
-    ] = None,
-    client_secret: Annotated[
-        str | None,
-        typer.Option(envvar="MRO_ADMIN_CLIENT_SECRET", help="Client secret (prefer the env var)."),
-    ] = None,
-    keycloak_url: Annotated[
-        str, typer.Option(envvar="MRO_ADMIN_KEYCLOAK_URL", help="Keycloak's base URL.")
-    ] = "http://127.0.0.1:8080",
-    realm: Annotated[str, typer.Option(help="Keycloak realm.")] = "mro",
-    token: Annotated[
-        str | None, typer.Option(envvar="MRO_ADMIN_TOKEN", hidden=True, show_default=False)
-    ] = None,
-) -> None:
-    """Where the gateway is and which credential to use."""
-    ctx.obj = Connection(gateway_url, token, client_id, client_secret, keycloak_url, realm)
-
-
-LIST_FIELDS = ("id", "status", "name", "owner_sub", "expires_at", "last_used_at")
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the gateway's JSON answer.")]
+    typer.echo(f"id:      {created['id']}{note}\nexpires: {created['expires_at']}")
+    typer.echo(f"key:     {created['key']}\nStore the key now: it is not shown again.")
 
 
 @api_keys_app.command("create")
@@ -158,19 +96,9 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a key; it is printed once and cannot be shown again."""
-    body: dict[str, Any] = {
-        "name": name,
-        "permissions": permission,
-        "expires_in_days": expires_in_days,
-    }
-    if role:
-        body["roles"] = role
-    created = _run(ctx.obj, "POST", "", body)
-    if as_json:
-        _print(created, True, ())
-        return
-    typer.echo(f"id:      {created['id']}\nexpires: {created['expires_at']}")
-    typer.echo(f"key:     {created['key']}\nStore the key now: it is not shown again.")
+    body = {"name": name, "permissions": permission, "expires_in_days": expires_in_days}
+    roles = {"roles": role} if role else {}
+    _show_created_key(call(ctx, "POST", KEYS, {**body, **roles}), "", as_json)
 
 
 @api_keys_app.command("list")
@@ -180,8 +108,8 @@ def list_keys(
     as_json: JsonOption = False,
 ) -> None:
     """List keys (never their secrets)."""
-    suffix = f"?{httpx.QueryParams(owner=owner)}" if owner else ""
-    _print(_run(ctx.obj, "GET", suffix), as_json, LIST_FIELDS)
+    page = call(ctx, "GET", KEYS, params={"owner": owner})
+    _show(page, page["items"], KEY_COLUMNS, as_json)
 
 
 @api_keys_app.command("rotate")
@@ -192,12 +120,8 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Replace a key; the old one keeps working for the grace period."""
-    created = _run(ctx.obj, "POST", f"/{key_id}/rotate", {"grace_hours": grace_hours})
-    if as_json:
-        _print(created, True, ())
-        return
-    typer.echo(f"id:      {created['id']} (replaces {key_id} after {grace_hours} h)")
-    typer.echo(f"key:     {created['key']}\nStore the key now: it is not shown again.")
+    created = call(ctx, "POST", f"{KEYS}/{key_id}/rotate", {"grace_hours": grace_hours})
+    _show_created_key(created, f" (replaces {key_id} after {grace_hours} h)", as_json)
 
 
 @api_keys_app.command("revoke")
@@ -207,13 +131,158 @@ def revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a key now."""
-    _print(_run(ctx.obj, "POST", f"/{key_id}/revoke"), as_json, LIST_FIELDS)
+    key = call(ctx, "POST", f"{KEYS}/{key_id}/revoke")
+    _show(key, [key], KEY_COLUMNS, as_json)
+
+
+UserArg = Annotated[str, typer.Argument(help="The user's id, username or email.")]
+
+
+def _user_id(ctx: typer.Context, reference: str) -> str:
+    """The Keycloak id of a user named by id, username or email (exact, case-insensitive)."""
+    if _UUID.match(reference):
+        return reference
+    wanted = reference.strip().lower()
+    page = call(ctx, "GET", USERS, params={"q": wanted, "limit": 100})
+    for user in page["items"]:
+        if wanted in (user["username"], (user.get("email") or "").lower()):
+            return str(user["id"])
+    raise fail(f"No user with the username or email {reference!r}.")
+
+
+@users_app.command("list")
+def users_list(
+    ctx: typer.Context,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="Start of username, email or name.")
+    ] = None,
+    role: Annotated[str | None, typer.Option(help="Only holders of this role.")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", help="Only enabled (disabled) users.")
+    ] = None,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Users with their effective roles."""
+    params = {"q": query, "role": role, "enabled": enabled, "offset": offset, "limit": limit}
+    page = call(ctx, "GET", USERS, params=params)
+    _show(page, page["items"], USER_COLUMNS, as_json)
+    if not as_json and page.get("total") is not None:
+        typer.echo(f"{len(page['items'])} of {page['total']} (from {offset})")
+
+
+@users_app.command("create")
+def users_create(
+    ctx: typer.Context,
+    username: Annotated[str, typer.Option(help="3-64 of a-z 0-9 . _ @ -")],
+    email: Annotated[str, typer.Option(help="Where Keycloak sends the invitation.")],
+    first_name: Annotated[str, typer.Option()],
+    last_name: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="technician or engineer.")] = "technician",
+    employee_id: Annotated[str | None, typer.Option()] = None,
+    licence_number: Annotated[str | None, typer.Option()] = None,
+    base_station: Annotated[str | None, typer.Option(help="IATA or ICAO code.")] = None,
+    department: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Invite a person: no password is set, Keycloak mails them how to set one."""
+    body = {
+        "username": username,
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "role": role,
+        "employee_id": employee_id,
+        "licence_number": licence_number,
+        "base_station": base_station,
+        "department": department,
+    }
+    created = call(ctx, "POST", USERS, {k: v for k, v in body.items() if v is not None})
+    _show(created, [created], USER_COLUMNS, as_json)
+    if not as_json and not created["invitation_sent"]:
+        typer.echo("The invitation mail was not sent: resend it from Keycloak's admin console.")
+
+
+def _act(ctx: typer.Context, method: str, reference: str, suffix: str, as_json: bool) -> None:
+    user_id = _user_id(ctx, reference)
+    user = call(ctx, method, f"{USERS}/{user_id}{suffix}")
+    _show(user, [user], USER_COLUMNS, as_json)
+
+
+@users_app.command("grant")
+def users_grant(ctx: typer.Context, user: UserArg, role: str, as_json: JsonOption = False) -> None:
+    """Give a role (manager and admin need users:manage:privileged)."""
+    _act(ctx, "PUT", user, f"/roles/{quote(role, safe='')}", as_json)
+
+
+@users_app.command("revoke")
+def users_revoke(ctx: typer.Context, user: UserArg, role: str, as_json: JsonOption = False) -> None:
+    """Take a role away; the user's sessions end."""
+    _act(ctx, "DELETE", user, f"/roles/{quote(role, safe='')}", as_json)
+
+
+@users_app.command("disable")
+def users_disable(ctx: typer.Context, user: UserArg, as_json: JsonOption = False) -> None:
+    """Disable an account; its sessions end at once."""
+    _act(ctx, "POST", user, "/disable", as_json)
+
+
+@users_app.command("enable")
+def users_enable(ctx: typer.Context, user: UserArg, as_json: JsonOption = False) -> None:
+    """Enable an account again."""
+    _act(ctx, "POST", user, "/enable", as_json)
+
+
+@users_app.command("logout")
+def users_logout(ctx: typer.Context, user: UserArg) -> None:
+    """End all of a user's sessions."""
+    call(ctx, "POST", f"{USERS}/{_user_id(ctx, user)}/logout")
+    typer.echo(f"Every session of {user} has ended.")
+
+
+@app.command("health")
+def health(
+    gateway_url: Annotated[
+        str, typer.Option(envvar="MRO_ADMIN_GATEWAY_URL", help="The gateway's base URL.")
+    ] = "http://127.0.0.1:8000",
+    as_json: JsonOption = False,
+) -> None:
+    """Ask /healthz and /readyz; exit status 1 unless the gateway is ready."""
+    base = gateway_url.rstrip("/")
+    try:
+        with httpx.Client(timeout=TIMEOUT, trust_env=False) as http:
+            live = http.get(f"{base}/healthz")
+            ready = http.get(f"{base}/readyz")
+            checks = ready.json().get("checks", {})
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise fail(f"Cannot reach the gateway at {gateway_url}: {exc}") from None
+    state = {"live": live.status_code == 200, "ready": ready.status_code == 200, "checks": checks}
+    if as_json:
+        print_json(state)
+    else:
+        rows = [{"check": "process", "ok": state["live"]}]
+        rows += [{"check": name, "ok": ok} for name, ok in checks.items()]
+        print_table(rows, [Column.of("check"), Column.of("ok")])
+        typer.echo("ready" if state["ready"] else f"not ready: {problem_line(ready)}")
+    if not state["ready"]:
+        raise typer.Exit(1)
 
 
 @keys_app.command("generate")
 def generate() -> None:
     """Print a new ES256 (P-256) private key as PEM for MRO_GATEWAY_ASSERTION_SIGNING_KEYS."""
     sys.stdout.write(generate_signing_key_pem())
+
+
+@keys_app.command("pepper-version")
+def pepper_version(
+    pepper: Annotated[
+        str, typer.Option(envvar="MRO_GATEWAY_API_KEY_PEPPER", prompt=True, hide_input=True)
+    ],
+) -> None:
+    """Print a pepper's fingerprint, as stored in api_keys.pepper_version (docs/rotation.md)."""
+    typer.echo(Peppers(pepper).current_version)
 
 
 def policy_markdown(policy: Policy) -> str:
@@ -247,6 +316,5 @@ def matrix(
     try:
         policy = Policy.load(policy_file)
     except (PolicyError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     typer.echo(policy_markdown(policy), nl=False)
