@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -212,23 +213,59 @@ def _snapshot(user: KeycloakUser, roles: frozenset[str]) -> dict[str, Any]:
     return {"roles": visible_roles(roles), "enabled": user.enabled}
 
 
+@contextmanager
+def denials(
+    sink: Audit, request: Request, caller: Identity, action: str, target: str, **details: Any
+) -> Iterator[None]:
+    """Audit a PermissionDenied raised inside as a denied attempt at action."""
+    try:
+        yield
+    except PermissionDenied as exc:
+        event = audit_event(
+            request, caller, action, target, details, outcome="denied", reason=exc.code
+        )
+        sink.emit(event)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """One grant or revocation of role on user_id: its checks and its audit event."""
+
+    caller: Identity
+    admin: KeycloakAdminClient
+    sink: Audit
+    request: Request
+    action: str
+    user_id: str
+    role: str
+
+    async def target(self) -> tuple[KeycloakUser, frozenset[str]]:
+        """The user and their roles before; denied attempts are audited and re-raised."""
+        with denials(
+            self.sink, self.request, self.caller, self.action, self.user_id, role=self.role
+        ):
+            _require(self.caller)
+            _not_self(self.caller, self.user_id)
+            _check_role(self.caller, self.role)
+            return await _target(self.admin, self.caller, self.user_id)
+
+    async def done(self, user: KeycloakUser, before: frozenset[str], **extra: Any) -> UserOut:
+        """Audit the change with the roles before and after; answer the user as after."""
+        after = await self.admin.effective_realm_roles(self.user_id)
+        details = {
+            "role": self.role,
+            "before": _snapshot(user, before),
+            "after": _snapshot(user, after),
+            **extra,
+        }
+        self.sink.emit(audit_event(self.request, self.caller, self.action, self.user_id, details))
+        return UserOut.of(user, after)
+
+
 def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
     """The ``/api/admin/users`` router; scan_limit bounds a role-filtered listing."""
     router = APIRouter(prefix="/api/admin/users", tags=["users"])
-
-    @contextmanager
-    def denials(
-        sink: Audit, request: Request, caller: Identity, action: str, target: str, **details: Any
-    ) -> Iterator[None]:
-        """Audit a PermissionDenied raised inside as a denied attempt at action."""
-        try:
-            yield
-        except PermissionDenied as exc:
-            event = audit_event(
-                request, caller, action, target, details, outcome="denied", reason=exc.code
-            )
-            sink.emit(event)
-            raise
 
     async def with_roles(admin: KeycloakAdminClient, users: list[KeycloakUser]) -> list[UserOut]:
         gate = asyncio.Semaphore(PARALLEL_ROLE_LOOKUPS)
@@ -364,19 +401,12 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         role: RoleName,
     ) -> UserOut:
         """Grant a role (idempotent); answers the user with their roles after."""
-        action = "users.role_granted"
-        with denials(sink, request, caller, action, user_id, role=role):
-            _require(caller)
-            _not_self(caller, user_id)
-            _check_role(caller, role)
-            user, before = await _target(admin, caller, user_id)
+        change = RoleChange(caller, admin, sink, request, "users.role_granted", user_id, role)
+        user, before = await change.target()
         if role in before:
             return UserOut.of(user, before)
         await admin.grant_realm_role(user_id, role)
-        after = await admin.effective_realm_roles(user_id)
-        details = {"role": role, "before": _snapshot(user, before), "after": _snapshot(user, after)}
-        sink.emit(audit_event(request, caller, action, user_id, details))
-        return UserOut.of(user, after)
+        return await change.done(user, before)
 
     @router.delete("/{user_id}/roles/{role}")
     async def revoke_role(
@@ -388,12 +418,8 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         role: RoleName,
     ) -> UserOut:
         """Remove a role and end the user's sessions; answers the user with their roles after."""
-        action = "users.role_revoked"
-        with denials(sink, request, caller, action, user_id, role=role):
-            _require(caller)
-            _not_self(caller, user_id)
-            _check_role(caller, role)
-            user, before = await _target(admin, caller, user_id)
+        change = RoleChange(caller, admin, sink, request, "users.role_revoked", user_id, role)
+        user, before = await change.target()
         if not await admin.revoke_realm_role(user_id, role):
             if role in before:
                 raise Conflict(
@@ -402,15 +428,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
                 )
             return UserOut.of(user, before)
         await admin.logout(user_id)
-        after = await admin.effective_realm_roles(user_id)
-        details = {
-            "role": role,
-            "before": _snapshot(user, before),
-            "after": _snapshot(user, after),
-            "sessions_ended": True,
-        }
-        sink.emit(audit_event(request, caller, action, user_id, details))
-        return UserOut.of(user, after)
+        return await change.done(user, before, sessions_ended=True)
 
     async def set_enabled(
         caller: Identity,
