@@ -52,8 +52,9 @@ def _without_secure(set_cookie: str) -> str:
     return ";".join(p for p in set_cookie.split(";") if p.strip().lower() != "secure")
 
 
-class _LoopbackCookies(httpx.BaseTransport):
-    """Drops the ``Secure`` flag of cookies set by a loopback server over plain HTTP.
+class LoopbackCookies(httpx.BaseTransport):
+    """Drops the ``Secure`` flag of cookies set by a loopback server over plain HTTP, and keeps
+    every raw ``Set-Cookie`` field received (``set_cookies``) for tests of cookie flags.
 
     Browsers treat http://127.0.0.1 as a secure context and send such cookies back; httpx's
     cookie jar would not, and Keycloak's login session would be lost between two steps.
@@ -61,9 +62,11 @@ class _LoopbackCookies(httpx.BaseTransport):
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
+        self.set_cookies: list[str] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self._inner.handle_request(request)
+        self.set_cookies += response.headers.get_list("set-cookie")
         if request.url.scheme != "http" or request.url.host not in LOOPBACK_HOSTS:
             return response
         headers = [
@@ -84,7 +87,7 @@ class _LoopbackCookies(httpx.BaseTransport):
 
 def browser_client(**kwargs: Any) -> httpx.Client:
     """An httpx client keeping cookies like a browser on loopback; it follows no redirect."""
-    transport = _LoopbackCookies(httpx.HTTPTransport())
+    transport = LoopbackCookies(httpx.HTTPTransport())
     return httpx.Client(transport=transport, follow_redirects=False, timeout=30.0, **kwargs)
 
 

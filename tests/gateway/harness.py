@@ -154,9 +154,10 @@ class RecordingUpstream:
 
 
 @contextmanager
-def serve(app: ASGIApp, *, lifespan: str = "auto") -> Iterator[str]:
-    """Serve app with uvicorn from a thread on a free loopback port; yields its base URL."""
-    port = free_port()
+def serve(app: ASGIApp, *, lifespan: str = "auto", port: int | None = None) -> Iterator[str]:
+    """Serve app with uvicorn from a thread on port (a free loopback port by default), as
+    ``gateway.__main__`` does (no proxy headers, no server header); yields its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

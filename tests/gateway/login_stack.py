@@ -43,7 +43,7 @@ from gateway.routes_auth import BrowserAuth, create_router
 from gateway.sessions import SessionSettings
 from gateway.settings import GatewaySettings
 from gateway.tokens import BearerAuthenticator
-from tests.keycloak_flows import LOOPBACK_HOSTS, REALM, form_action
+from tests.keycloak_flows import REALM, LoopbackCookies, form_action
 
 TEMPLATE_CLIENT = "mro-gateway"
 PASSWORD = "Bff-test-only-Passw0rd-" + secrets.token_hex(4)
@@ -335,44 +335,11 @@ def serve(app: FastAPI, port: int) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-def _without_secure(value: str) -> str:
-    return ";".join(part for part in value.split(";") if part.strip().lower() != "secure")
-
-
-class _Browser(httpx.BaseTransport):
-    """Keeps raw ``Set-Cookie`` fields, and drops ``Secure`` on loopback as browsers allow."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport()
-        self.set_cookies: list[str] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        raw = response.headers.get_list("set-cookie")
-        self.set_cookies += raw
-        if request.url.scheme != "http" or request.url.host not in LOOPBACK_HOSTS:
-            return response
-        headers = [
-            (name, _without_secure(value) if name.lower() == "set-cookie" else value)
-            for name, value in response.headers.multi_items()
-        ]
-        return httpx.Response(
-            response.status_code,
-            headers=headers,
-            stream=response.stream,
-            extensions=response.extensions,
-            request=request,
-        )
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 class Browser(httpx.Client):
     """A cookie-keeping client that follows no redirect and records every raw Set-Cookie."""
 
     def __init__(self) -> None:
-        self.recorder = _Browser()
+        self.recorder = LoopbackCookies(httpx.HTTPTransport())
         super().__init__(transport=self.recorder, follow_redirects=False, timeout=30.0)
 
     def set_cookie_field(self, name: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import threading
 import time
 import tomllib
 import uuid
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -139,31 +137,8 @@ def policy_with_limits(folder: Path, **limits: Any) -> Policy:
 @contextlib.contextmanager
 def serve_gateway(app: FastAPI, port: int) -> Iterator[None]:
     """Serve app on 127.0.0.1:port as ``gateway.__main__`` does, from a thread."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        lifespan="on",
-        ws="none",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the lab gateway did not start")
-        time.sleep(0.01)
-    try:
+    with serve(app, lifespan="on", port=port):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def _closing(app: FastAPI, http: httpx.AsyncClient) -> None:
