@@ -11,8 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
@@ -20,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from fastapi import FastAPI
@@ -43,6 +40,7 @@ from gateway.identity import Authenticator
 from gateway.policy import Policy
 from gateway.routes_api_keys import create_router
 from gateway.settings import GatewaySettings
+from tests.gateway.harness import serve as serve_app
 
 REALM = "mro"
 AUDIENCE = "mro-gateway"
@@ -236,27 +234,8 @@ class LocalIdP:
 def serve(app: Any, port: int | None = None, *, lifespan: bool = False) -> Iterator[int]:
     """Run an ASGI app with uvicorn in a thread on loopback; yields its port."""
     bound = port or free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=bound,
-        log_level="warning",
-        lifespan="on" if lifespan else "off",
-        ws="none",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    try:
+    with serve_app(app, lifespan="on" if lifespan else "off", port=bound):
         yield bound
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager

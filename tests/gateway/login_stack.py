@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from keycloak import KeycloakAdmin
 from redis.asyncio import Redis
@@ -43,6 +42,7 @@ from gateway.routes_auth import BrowserAuth, create_router
 from gateway.sessions import SessionSettings
 from gateway.settings import GatewaySettings
 from gateway.tokens import BearerAuthenticator
+from tests.gateway.harness import serve as serve_app
 from tests.keycloak_flows import REALM, LoopbackCookies, form_action
 
 TEMPLATE_CLIENT = "mro-gateway"
@@ -319,20 +319,8 @@ def gateway_settings(
 @contextlib.contextmanager
 def serve(app: FastAPI, port: int) -> Iterator[None]:
     """Run app with uvicorn in a thread on 127.0.0.1:port (lifespan on) until the block ends."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test gateway did not start")
-        time.sleep(0.01)
-    try:
+    with serve_app(app, lifespan="on", port=port):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 class Browser(httpx.Client):
