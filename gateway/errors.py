@@ -11,6 +11,7 @@ Hierarchy::
     ├── Conflict                 409
     ├── RateLimited              429, Retry-After and RateLimit fields
     ├── UpstreamError            502
+    │   ├── UpstreamRejectedIdentity  502 (the orchestrator refused the gateway's assertion)
     │   ├── UpstreamUnavailable  503
     │   └── UpstreamTimeout      504
     └── DependencyUnavailable    503 (Keycloak, Redis, database)
@@ -88,6 +89,13 @@ class UpstreamError(GatewayError):
     status = 502
     code = "upstream_error"
     title = "Bad gateway"
+
+
+class UpstreamRejectedIdentity(UpstreamError):
+    """The orchestrator answered 401: it refused the gateway's identity assertion (clock skew,
+    unknown signing key), not the client's credential, so no challenge reaches the client."""
+
+    code = "upstream_rejected_identity"
 
 
 class UpstreamUnavailable(UpstreamError):

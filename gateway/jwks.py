@@ -10,6 +10,10 @@ Refetch rules:
 * at most one fetch is started per ``refetch_cooldown_seconds`` (a flood of forged ``kid``\\ s
   costs one request to Keycloak), and concurrent callers share the fetch in flight;
 * while Keycloak cannot be reached the keys already fetched keep working.
+
+A refetch that no longer finds a key (or finds other key material under its ``kid``) tells
+the listeners registered with ``on_keys_withdrawn``: whoever remembers tokens verified with that
+key (``gateway.tokens``) must forget them, or they would outlive the key.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from gateway.errors import AuthenticationError, DependencyUnavailable
 
-__all__ = ["JWKSCache", "SigningKey"]
+__all__ = ["JWKSCache", "KeysWithdrawn", "SigningKey"]
 
 logger = logging.getLogger(__name__)
 
 SigningKey = RSAKey | ECKey | OKPKey
+# Called with the kids a refetch withdrew; must not block (it runs inside the fetch).
+KeysWithdrawn = Callable[[frozenset[str]], None]
 
 _KEY_TYPES: dict[str, type[SigningKey]] = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
 # Members of a JWK that only a private key has; a published set must not carry them, and
@@ -65,11 +71,23 @@ class JWKSCache:
         self._attempted_at: float | None = None
         self._last_failed = False
         self._inflight: asyncio.Task[None] | None = None
+        self._listeners: list[KeysWithdrawn] = []
 
     @property
     def kids(self) -> frozenset[str]:
         """The key ids held now."""
         return frozenset(self._keys)
+
+    @property
+    def fresh_until(self) -> float:
+        """The instant (on the injected clock) the key set held now is due for a refetch."""
+        if self._fetched_at is None:
+            return float("-inf")
+        return self._fetched_at + self._cache_seconds
+
+    def on_keys_withdrawn(self, listener: KeysWithdrawn) -> None:
+        """Call listener with the kids each refetch finds gone or holding other key material."""
+        self._listeners.append(listener)
 
     async def get_key(self, kid: str) -> SigningKey:
         """The public key named kid.
@@ -146,9 +164,21 @@ class JWKSCache:
                 raise _FetchFailed("discovery document has no usable jwks_uri")
             self._jwks_uri = jwks_uri
         keys = _parse_key_set(await self._get_json(self._jwks_uri))
+        withdrawn = _withdrawn(self._keys, keys)
         self._keys = keys
         self._fetched_at = self._clock()
         logger.info("fetched %d signing keys", len(keys))
+        if withdrawn:
+            logger.warning("signing keys withdrawn", extra={"kids": sorted(withdrawn)})
+            self._notify(withdrawn)
+
+    def _notify(self, withdrawn: frozenset[str]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(withdrawn)
+            except Exception:
+                # One broken listener must not stop the others nor fail the fetch itself.
+                logger.exception("a withdrawn-keys listener failed")
 
     async def _get_json(self, url: str) -> Mapping[str, Any]:
         try:
@@ -161,6 +191,15 @@ class JWKSCache:
         if not isinstance(body, dict):
             raise _FetchFailed("expected a JSON object")
         return body
+
+
+def _withdrawn(old: Mapping[str, SigningKey], new: Mapping[str, SigningKey]) -> frozenset[str]:
+    """The kids of old that new lacks or binds to other key material (RFC 7638 thumbprint)."""
+    return frozenset(
+        kid
+        for kid, key in old.items()
+        if kid not in new or new[kid].thumbprint() != key.thumbprint()
+    )
 
 
 def _parse_key_set(document: Mapping[str, Any]) -> dict[str, SigningKey]:

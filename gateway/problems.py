@@ -8,6 +8,11 @@ Every error the gateway answers with is ``application/problem+json``::
 ``type`` is a stable URI built from the machine ``code``; clients switch on ``code`` (or on
 ``type``), never on ``title`` or ``detail``. Unexpected exceptions become a 500
 ``internal_error`` without any detail of what went wrong.
+
+Only the gateway's own ``AuthenticationError`` is a 401 with a ``WWW-Authenticate`` challenge:
+it alone means "this credential is not accepted, sign in again". The orchestrator refusing the
+gateway's assertion is ``UpstreamRejectedIdentity`` (502 ``upstream_rejected_identity``), with
+no challenge, since a new sign-in cannot fix it.
 """
 
 from __future__ import annotations

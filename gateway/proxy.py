@@ -3,12 +3,23 @@
 Bodies stream both ways without buffering: each chunk the orchestrator sends (an SSE event,
 say) is written to the client as it arrives. The request carries the gateway's signed identity
 assertion instead of the client's credentials (see ``gateway.headers`` for the fields).
+
+An upstream 401 is never relayed: the gateway only forwards requests it authenticated itself, so
+the orchestrator refused the gateway's assertion (clocks apart, a signing key it does not know),
+not the client's credential. Passing the 401 and its ``WWW-Authenticate`` on would send browsers
+and CLIs to log in again, in a loop; the client gets 502 ``upstream_rejected_identity`` instead,
+and operators a log line and ``mro_gateway_upstream_errors_total{kind="identity"}``.
+An upstream 403 is relayed: the orchestrator answers 403 only for a valid assertion whose
+permissions do not allow the request, which is the client's own answer and asks for no login.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
+from http import HTTPStatus
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -16,7 +27,12 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from gateway.context import RequestContext
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    UpstreamError,
+    UpstreamRejectedIdentity,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.headers import ASSERTION_HEADER, forward_request_headers, forward_response_headers
 from gateway.http_client import UpstreamClient, UpstreamResponse
 from gateway.identity import Identity
@@ -26,6 +42,11 @@ from gateway.paths import raw_path
 __all__ = ["AssertionIssuer", "ClientDisconnected", "Proxy"]
 
 logger = logging.getLogger(__name__)
+
+# Bounds on reading a refusal's problem document, only to log its code.
+_REFUSAL_PEEK_BYTES = 4096
+_REFUSAL_PEEK_SECONDS = 1.0
+_PROBLEM_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class AssertionIssuer(Protocol):
@@ -132,6 +153,8 @@ class Proxy:
             if isinstance(exc, UpstreamError):
                 self._metrics.upstream_error(_error_kind(exc))
             raise
+        if response.status == HTTPStatus.UNAUTHORIZED:
+            raise await self._identity_refused(response, context)
         try:
             await send(
                 {
@@ -146,6 +169,28 @@ class Proxy:
                 await self._relay(response, send)
         finally:
             await response.aclose()
+
+    async def _identity_refused(
+        self, response: UpstreamResponse, context: RequestContext
+    ) -> UpstreamRejectedIdentity:
+        """Count and log the orchestrator's refusal of the assertion; the error to answer."""
+        try:
+            upstream_code = await _problem_code(response)
+        finally:
+            await response.aclose()
+        self._metrics.upstream_error("identity")
+        logger.error(
+            "upstream refused the gateway's identity assertion",
+            extra={
+                "request_id": context.request_id,
+                "upstream_status": HTTPStatus.UNAUTHORIZED.value,
+                "upstream_code": upstream_code,
+            },
+        )
+        return UpstreamRejectedIdentity(
+            "The service behind the gateway refused the gateway's identity assertion; "
+            "the request's credential was accepted, signing in again will not help."
+        )
 
     async def _relay(self, response: UpstreamResponse, send: Send) -> None:
         try:
@@ -180,6 +225,24 @@ class Proxy:
             group.cancel_scope.cancel()
         if disconnected:
             raise ClientDisconnected
+
+
+async def _problem_code(response: UpstreamResponse) -> str | None:
+    """The ``code`` of a small problem+json body, read within bounds; None when there is none."""
+    body = b""
+    with anyio.move_on_after(_REFUSAL_PEEK_SECONDS):
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _REFUSAL_PEEK_BYTES:
+                    return None
+        except UpstreamError:
+            return None
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and _PROBLEM_CODE.fullmatch(code) else None
 
 
 def _is_event_stream(headers: Sequence[tuple[bytes, bytes]]) -> bool:

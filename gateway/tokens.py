@@ -5,6 +5,12 @@ or URL carried in the token, no ``crit``), key by ``kid`` from the configured JW
 then the claims through an explicit registry with the injected clock. Every failure raises
 ``AuthenticationError`` with one of the codes in ``ERROR_CODES``.
 
+Verified tokens are remembered (by hash) until ``exp`` plus leeway, so a repeat costs a dict
+lookup instead of a signature check. A remembered token is never trusted longer than its key:
+the entry keeps the token's ``kid``, entries of a key that a refetch withdrew are dropped at once
+(``JWKSCache.on_keys_withdrawn``), and once the key set is due for a refetch a repeat first asks
+the key cache for the token's key again, so it ends when an uncached token of that key would.
+
 Audience: the token's ``aud`` must contain ``settings.audience``; ``azp`` alone is not enough,
 since it names the client a token was issued *to*, not the services it is meant *for*. Keycloak
 puts the audience mapper's value in ``aud`` for both user and service-account tokens.
@@ -16,9 +22,11 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from joserfc import jws
@@ -42,6 +50,8 @@ from gateway.jwks import JWKSCache
 from gateway.settings import GatewaySettings
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "ERROR_CODES", "BearerAuthenticator", "RevocationCheck"]
+
+logger = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES: Final = 8192
 CACHE_SIZE: Final = 10_000
@@ -89,6 +99,15 @@ def _fail(code: str, detail: str) -> AuthenticationError:
     return AuthenticationError(detail, code=code)
 
 
+@dataclass(slots=True)
+class _Verified:
+    """A remembered verification: the identity, the key that signed it, and until when."""
+
+    identity: Identity
+    kid: str
+    valid_until: float
+
+
 class BearerAuthenticator:
     """Authenticates ``Authorization: Bearer <access token>`` against Keycloak's keys."""
 
@@ -111,8 +130,9 @@ class BearerAuthenticator:
         if not self._algorithms:
             raise ValueError("jwt_algorithms must name at least one asymmetric algorithm")
         self._registry = jws.JWSRegistry(algorithms=sorted(self._algorithms))
-        self._cache: OrderedDict[bytes, Identity] = OrderedDict()
+        self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
         self._cache_size = cache_size
+        jwks.on_keys_withdrawn(self._forget)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Identity | None:
         """The caller's Identity, or None without an Authorization header.
@@ -143,24 +163,52 @@ class BearerAuthenticator:
         if not token:
             raise _fail("token_malformed", "The token is empty")
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        cached = self._cache.get(digest)
-        if cached is not None:
-            # Valid as long as a full verification would accept it (exp plus leeway).
-            if cached.expires_at is not None and self._clock() < cached.expires_at + self._leeway:
+        entry = self._cache.get(digest)
+        if entry is not None:
+            # The hot path: valid as long as a full verification would accept it (exp plus
+            # leeway) and the key set that vouched for its key is not due for a refetch.
+            now = self._clock()
+            if now < entry.valid_until and now < self._jwks.fresh_until:
                 self._cache.move_to_end(digest)
-                return cached
-            del self._cache[digest]
-        claims = await self._verified_claims(token)
+                return entry.identity
+            if await self._still_valid(digest, entry, now):
+                return entry.identity
+        claims, kid = await self._verified_claims(token)
         identity = _identity_from_claims(claims)
-        self._remember(digest, identity)
+        self._remember(digest, _Verified(identity, kid, float(claims["exp"]) + self._leeway))
         return identity
 
-    def _remember(self, digest: bytes, identity: Identity) -> None:
-        self._cache[digest] = identity
+    async def _still_valid(self, digest: bytes, entry: _Verified, now: float) -> bool:
+        """Whether a remembered token past the key set's freshness may still be served.
+
+        Raises AuthenticationError(code="unknown_kid") when the refetch finds its key gone.
+        """
+        if now >= entry.valid_until:
+            del self._cache[digest]
+            return False
+        # Refetches when allowed; a withdrawn key raises, or (other key material under the same
+        # kid) drops the entry through ``_forget`` so the token is verified again.
+        await self._jwks.get_key(entry.kid)
+        if self._cache.get(digest) is not entry:
+            return False
+        self._cache.move_to_end(digest)
+        return True
+
+    def _remember(self, digest: bytes, entry: _Verified) -> None:
+        self._cache[digest] = entry
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
 
-    async def _verified_claims(self, token: str) -> dict[str, Any]:
+    def _forget(self, kids: frozenset[str]) -> None:
+        """Drop the remembered tokens of withdrawn keys (a rare event: a scan is fine)."""
+        gone = [digest for digest, entry in self._cache.items() if entry.kid in kids]
+        for digest in gone:
+            del self._cache[digest]
+        if gone:
+            logger.warning("dropped %d verified tokens of withdrawn signing keys", len(gone))
+
+    async def _verified_claims(self, token: str) -> tuple[dict[str, Any], str]:
+        """The token's claims and the kid of the key that verified them."""
         header = _decode_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
@@ -187,7 +235,7 @@ class BearerAuthenticator:
             raise _fail("token_malformed", "The token cannot be decoded") from None
         claims = _json_object(signed.payload)
         self._check_claims(claims)
-        return claims
+        return claims, kid
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         registry = JWTClaimsRegistry(

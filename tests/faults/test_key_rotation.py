@@ -202,11 +202,6 @@ def test_old_key_tokens_are_refused_once_removed_and_the_cache_expired(rotation:
     assert rotation.status["new after removal"] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the verified-token cache outlives the removal of the token's key "
-    "(gateway/tokens.py keeps an identity until the token's exp); see docs/operations.md",
-)
 def test_a_token_verified_before_the_removal_is_refused_too(rotation: Rotation) -> None:
     """Removing a key also ends tokens this gateway verified with it before the removal."""
     assert rotation.status["old verified before removal"] == 401

@@ -220,3 +220,101 @@ async def test_discovery_without_jwks_uri_is_unavailable(clock: FakeClock) -> No
         cache = make_cache("http://idp.test/.well-known/openid-configuration", client, clock)
         with pytest.raises(DependencyUnavailable):
             await cache.get_key("k1")
+
+
+class Withdrawals:
+    """A listener recording each call's kids."""
+
+    def __init__(self) -> None:
+        self.calls: list[frozenset[str]] = []
+
+    def __call__(self, kids: frozenset[str]) -> None:
+        self.calls.append(kids)
+
+
+async def test_refetch_tells_listeners_which_kids_were_withdrawn(
+    idp: LocalIdP, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A refetch that no longer finds a key names its kid; added or kept keys are not named."""
+    cache = make_cache(idp.discovery_url, http, clock)
+    withdrawn = Withdrawals()
+    cache.on_keys_withdrawn(withdrawn)
+    await cache.get_key("k1")
+    idp.keys.append(rsa_key("k3"))
+    clock.advance(600)
+    await cache.get_key("k1")
+    assert withdrawn.calls == []
+    del idp.keys[1]
+    clock.advance(600)
+    await cache.get_key("k1")
+    assert withdrawn.calls == [frozenset({"k2"})]
+
+
+async def test_other_key_material_under_a_kept_kid_counts_as_withdrawn(
+    idp: LocalIdP, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A kid republished with another key is withdrawn: what its old key vouched for is void."""
+    cache = make_cache(idp.discovery_url, http, clock)
+    withdrawn = Withdrawals()
+    cache.on_keys_withdrawn(withdrawn)
+    await cache.get_key("k1")
+    idp.keys[0] = rsa_key("k1")
+    clock.advance(30)
+    with pytest.raises(AuthenticationError):
+        await cache.get_key("forged")
+    assert withdrawn.calls == [frozenset({"k1"})]
+    assert (await cache.get_key("k1")).thumbprint() == idp.keys[0].thumbprint()
+
+
+async def test_a_failing_listener_neither_fails_the_fetch_nor_silences_the_others(
+    idp: LocalIdP, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A listener that raises is logged; the new key set is in place and later listeners run."""
+
+    def broken(kids: frozenset[str]) -> None:
+        raise RuntimeError(f"cannot forget {sorted(kids)}")
+
+    cache = make_cache(idp.discovery_url, http, clock)
+    withdrawn = Withdrawals()
+    cache.on_keys_withdrawn(broken)
+    cache.on_keys_withdrawn(withdrawn)
+    await cache.get_key("k1")
+    del idp.keys[0]
+    clock.advance(600)
+    with pytest.raises(AuthenticationError) as info:
+        await cache.get_key("k1")
+    assert info.value.code == "unknown_kid"
+    assert withdrawn.calls == [frozenset({"k1"})]
+    assert cache.kids == {"k2"}
+
+
+async def test_a_failed_refetch_withdraws_nothing(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """While the provider is down the keys held stay, and no listener hears of a withdrawal."""
+    idp = LocalIdP(keys=[rsa_key("k1")], clock=clock)
+    withdrawn = Withdrawals()
+    with running_idp(idp):
+        cache = make_cache(idp.discovery_url, http, clock)
+        cache.on_keys_withdrawn(withdrawn)
+        await cache.get_key("k1")
+    clock.advance(600)
+    await cache.get_key("k1")
+    assert withdrawn.calls == []
+    assert cache.kids == {"k1"}
+
+
+async def test_fresh_until_follows_the_last_successful_fetch(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """Nothing is fresh before a fetch; a fetch is fresh for cache_seconds, a failed one no more."""
+    idp = LocalIdP(keys=[rsa_key("k1")], clock=clock, port=free_port())
+    cache = make_cache(idp.discovery_url, http, clock)
+    assert cache.fresh_until == float("-inf")
+    with running_idp(idp):
+        await cache.get_key("k1")
+    fetched = clock()
+    assert cache.fresh_until == fetched + 600
+    clock.advance(600)
+    await cache.get_key("k1")
+    assert cache.fresh_until == fetched + 600

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,10 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from devstack.procs import free_port
 from gateway.app import create_app
@@ -94,7 +100,7 @@ def gateway(shared_gateway: Gateway) -> Iterator[Gateway]:
 
 
 async def test_identity_reaches_upstream_as_a_verifiable_assertion(gateway: Gateway) -> None:
-    """The orchestrator gets a signed assertion of the caller, tied to the request id."""
+    """The orchestrator gets a signed assertion of the caller and the request's id beside it."""
     async with httpx.AsyncClient(base_url=gateway.url) as http:
         response = await http.get("/api/agents", headers=TECH)
     assert response.status_code == 200
@@ -105,7 +111,9 @@ async def test_identity_reaches_upstream_as_a_verifiable_assertion(gateway: Gate
     assert claims["sub"] == "tech-1"
     assert claims["aud"] == "mro-orchestrator"
     assert "agents:read" in claims["permissions"]
-    assert claims["rid"] == response.headers["x-request-id"] == seen.header("x-request-id")[0]
+    # The assertion names the caller, not the request (docs/architecture.md): the id travels
+    # in X-Request-ID.
+    assert response.headers["x-request-id"] == seen.header("x-request-id")[0]
 
 
 async def test_client_identity_and_forwarding_fields_never_reach_upstream(gateway: Gateway) -> None:
@@ -293,3 +301,127 @@ async def test_client_leaving_mid_stream_is_recorded_not_crashed(gateway: Gatewa
     assert not gateway.upstream.finished.is_set()
     assert 'route="/api/conversations/{id}/messages",status="499"' in metrics
     assert after.status_code == 200
+
+
+ORCHESTRATOR_CHALLENGE = 'MRO-Assertion realm="mro-orchestrator"'
+
+
+def _problem(status: int, code: str) -> dict[str, object]:
+    return {"type": f"https://mro-gateway.dev/problems/{code}", "title": "Refused",
+            "status": status, "detail": "Refused by the orchestrator", "code": code}  # fmt: skip
+
+
+class RefusingUpstream:
+    """An orchestrator that refuses: the assertion (401 with its challenge) or the permission
+    (403); remembers the assertions it was sent."""
+
+    def __init__(self) -> None:
+        self.assertions: list[str] = []
+
+    def _seen(self, request: Request) -> None:
+        self.assertions.extend(request.headers.getlist("x-mro-assertion"))
+
+    async def expired(self, request: Request) -> Response:
+        self._seen(request)
+        return JSONResponse(
+            _problem(401, "expired_assertion"),
+            status_code=401,
+            media_type="application/problem+json",
+            headers={"WWW-Authenticate": ORCHESTRATOR_CHALLENGE},
+        )
+
+    async def oversized(self, request: Request) -> Response:
+        self._seen(request)
+        body = json.dumps({**_problem(401, "invalid_assertion"), "padding": "x" * 10_000})
+        return Response(body, status_code=401, headers={"WWW-Authenticate": ORCHESTRATOR_CHALLENGE})
+
+    async def forbidden(self, request: Request) -> Response:
+        self._seen(request)
+        return JSONResponse(
+            _problem(403, "permission_denied"),
+            status_code=403,
+            media_type="application/problem+json",
+        )
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/api/agents", self.expired),
+                Route("/api/conversations/{cid}", self.oversized),
+                Route("/api/conversations", self.forbidden),
+            ]
+        )
+
+
+@dataclass
+class RefusedGateway:
+    url: str
+    upstream: RefusingUpstream
+
+
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def refused_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> Iterator[RefusedGateway]:
+    upstream = RefusingUpstream()
+    with serve(upstream.app()) as upstream_url:
+        app = _gateway(tmp_path_factory.mktemp("gw"), redis_url, upstream_url, request.param)
+        with serve(app, lifespan="on") as url:
+            yield RefusedGateway(url, upstream)
+
+
+def _identity_errors(metrics: str) -> float:
+    found = re.search(
+        r'^mro_gateway_upstream_errors_total\{kind="identity"\} (\S+)$', metrics, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_upstream_401_is_a_502_without_the_upstream_challenge(
+    refused_gateway: RefusedGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The orchestrator refusing the gateway's assertion reaches the client as 502
+    upstream_rejected_identity without any challenge, counted and logged without the assertion."""
+    async with httpx.AsyncClient(base_url=refused_gateway.url) as http:
+        before = _identity_errors((await http.get("/metrics")).text)
+        with caplog.at_level(logging.INFO):
+            response = await http.get("/api/agents", headers=TECH)
+        after = _identity_errors((await http.get("/metrics")).text)
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "upstream_rejected_identity"
+    assert "www-authenticate" not in response.headers
+    assert after == before + 1
+    (logged,) = [r for r in caplog.records if r.name == "gateway.proxy"]
+    assert logged.levelno == logging.ERROR
+    assert logged.__dict__["upstream_code"] == "expired_assertion"
+    assert logged.__dict__["request_id"] == response.headers["x-request-id"]
+    (assertion,) = refused_gateway.upstream.assertions[-1:]
+    assert all(assertion not in str(r.__dict__) for r in caplog.records)
+
+
+async def test_upstream_401_with_an_oversized_body_is_still_a_502(
+    refused_gateway: RefusedGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal whose body is not a small problem document is a 502 too; its code is not read."""
+    async with httpx.AsyncClient(base_url=refused_gateway.url) as http:
+        with caplog.at_level(logging.INFO):
+            response = await http.get("/api/conversations/c1", headers=TECH)
+        after = await http.get("/api/agents", headers=TECH)
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_rejected_identity"
+    assert "www-authenticate" not in response.headers
+    assert "padding" not in response.text
+    (logged, *_) = [r for r in caplog.records if r.name == "gateway.proxy"]
+    assert logged.__dict__["upstream_code"] is None
+    assert after.status_code == 502
+
+
+async def test_upstream_403_is_relayed_as_the_callers_answer(
+    refused_gateway: RefusedGateway,
+) -> None:
+    """An orchestrator 403 (a valid assertion without the permission) reaches the client as is."""
+    async with httpx.AsyncClient(base_url=refused_gateway.url) as http:
+        response = await http.get("/api/conversations", headers=TECH)
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"

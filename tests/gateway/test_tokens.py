@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import ECKey, RSAKey
 
+from devstack.procs import free_port
 from gateway.errors import AuthenticationError
 from gateway.identity import AuthMethod, Identity
 from gateway.jwks import JWKSCache, SigningKey
@@ -448,6 +450,117 @@ async def test_error_codes_do_not_leak_library_messages(
         await auth.authenticate(bearer(tokens.token(iss="http://evil.test")))
     assert "evil" not in info.value.detail
     assert info.value.__cause__ is None
+
+
+@dataclass
+class Rotating:
+    """A provider of its own whose keys a test changes ("old", "new"), and a gateway on it."""
+
+    idp: LocalIdP
+    jwks: CountingJWKS
+    auth: BearerAuthenticator
+
+    def tokens(self, kid: str) -> TokenFactory:
+        return self.idp.factory(next(k for k in self.idp.keys if k.kid == kid))
+
+    def withdraw(self, kid: str) -> None:
+        self.idp.keys[:] = [k for k in self.idp.keys if k.kid != kid]
+
+
+@pytest.fixture
+async def rotating(clock: FakeClock) -> AsyncIterator[Rotating]:
+    idp = LocalIdP(keys=[rsa_key("old"), rsa_key("new")], clock=clock)
+    with running_idp(idp):
+        settings = GatewaySettings(
+            keycloak_url=idp.base_url, keycloak_realm="mro", jwt_leeway_seconds=LEEWAY
+        )
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            jwks = CountingJWKS(
+                settings.discovery_url,
+                http,
+                cache_seconds=600,
+                refetch_cooldown_seconds=30,
+                clock=clock,
+            )
+            yield Rotating(idp, jwks, BearerAuthenticator(jwks, settings, clock))
+
+
+async def test_a_refetch_that_withdraws_a_key_ends_its_remembered_tokens(
+    rotating: Rotating, clock: FakeClock
+) -> None:
+    """Once any request's refetch finds a key gone, tokens verified with it before are refused."""
+    old = rotating.tokens("old").token("user-old")
+    assert await rotating.auth.authenticate(bearer(old)) is not None
+    rotating.withdraw("old")
+    rotating.idp.keys.append(rsa_key("newer"))
+    clock.advance(30)
+    # Another caller's token names the rotated-in key: its refetch also finds "old" gone.
+    assert await rotating.auth.authenticate(bearer(rotating.tokens("newer").token())) is not None
+    assert rotating.idp.count(CERTS) == 2
+    assert await rejected(rotating.auth, old) == "unknown_kid"
+
+
+async def test_a_remembered_token_rechecks_its_key_when_the_key_set_is_due(
+    rotating: Rotating, clock: FakeClock
+) -> None:
+    """With no other traffic, a repeat after the key cache time refetches and finds its key gone."""
+    old = rotating.tokens("old").token("user-old", exp=int(clock()) + 3600)
+    assert await rotating.auth.authenticate(bearer(old)) is not None
+    rotating.withdraw("old")
+    clock.advance(599)
+    assert await rotating.auth.authenticate(bearer(old)) is not None
+    assert rotating.idp.count(CERTS) == 1
+    clock.advance(1)
+    assert await rejected(rotating.auth, old) == "unknown_kid"
+    assert rotating.idp.count(CERTS) == 2
+
+
+async def test_remembered_tokens_of_kept_keys_survive_a_refetch(
+    rotating: Rotating, clock: FakeClock
+) -> None:
+    """Withdrawing one key drops only its tokens; the others stay remembered (no new lookup)."""
+    kept = rotating.tokens("new").token("user-new", exp=int(clock()) + 3600)
+    old = rotating.tokens("old").token("user-old")
+    for token in (kept, old):
+        await rotating.auth.authenticate(bearer(token))
+    rotating.withdraw("old")
+    clock.advance(600)
+    assert await rejected(rotating.auth, old) == "unknown_kid"
+    lookups = rotating.jwks.lookups
+    assert await rotating.auth.authenticate(bearer(kept)) is not None
+    assert rotating.jwks.lookups == lookups
+
+
+async def test_a_kid_republished_with_another_key_ends_its_remembered_tokens(
+    rotating: Rotating, clock: FakeClock
+) -> None:
+    """A token verified by a key whose kid now names other key material must verify again, and
+    fails its signature check."""
+    old = rotating.tokens("old").token("user-old", exp=int(clock()) + 3600)
+    assert await rotating.auth.authenticate(bearer(old)) is not None
+    rotating.withdraw("old")
+    rotating.idp.keys.append(rsa_key("old"))
+    clock.advance(600)
+    assert await rejected(rotating.auth, old) == "token_signature"
+
+
+async def test_remembered_tokens_keep_working_while_the_provider_is_down(
+    clock: FakeClock,
+) -> None:
+    """Past the key cache time with Keycloak unreachable, a remembered token is still served."""
+    idp = LocalIdP(keys=[rsa_key("old")], clock=clock, port=free_port())
+    settings = GatewaySettings(
+        keycloak_url=idp.base_url, keycloak_realm="mro", jwt_leeway_seconds=LEEWAY
+    )
+    token = idp.factory().token("user-old", exp=int(clock()) + 3600)
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        auth = BearerAuthenticator(
+            JWKSCache(settings.discovery_url, http, cache_seconds=600, clock=clock), settings, clock
+        )
+        with running_idp(idp):
+            assert await auth.authenticate(bearer(token)) is not None
+        clock.advance(600)
+        assert await auth.authenticate(bearer(token)) is not None
 
 
 def test_ec_key_helper_makes_p256() -> None:
