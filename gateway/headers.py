@@ -69,10 +69,12 @@ _REQUEST_DROP_PREFIXES = (
 )
 _REQUEST_DROP_WORDS = ("role", "group", "permission", "principal")
 # Fields the gateway sets itself: an upstream must not widen CORS or weaken the page policy,
-# and the request id is the gateway's.
+# the request id is the gateway's, and a challenge is only the gateway's to make (the client
+# never talks to the orchestrator's authentication).
 _RESPONSE_DROP = frozenset(
     {
         "set-cookie",
+        "www-authenticate",
         "server",
         "x-powered-by",
         "date",

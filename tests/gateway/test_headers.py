@@ -60,10 +60,12 @@ def test_hop_by_hop_and_connection_named_fields_are_dropped() -> None:
 
 
 def test_response_fields_that_identify_or_set_state_are_dropped() -> None:
-    """Set-Cookie, Server, X-Powered-By and hop-by-hop fields never reach the client."""
+    """Set-Cookie, Server, X-Powered-By, an upstream challenge and hop-by-hop fields never
+    reach the client."""
     kept = forward_response_headers(
         _raw(
             ("Set-Cookie", "s=1"),
+            ("WWW-Authenticate", 'Bearer error="invalid_token"'),
             ("Server", "internal/1"),
             ("X-Powered-By", "x"),
             ("Connection", "X-Hop"),
