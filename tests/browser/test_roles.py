@@ -132,3 +132,36 @@ def test_technician_has_no_administration(
     assert response.status == 403
     assert response.headers["content-type"] == "application/problem+json"
     assert ui.errors == []
+
+
+def test_manager_sees_this_months_tokens_per_person_and_agent(
+    live_stack: LiveStack,
+    open_ui: Callable[..., Ui],
+    dev_credentials: dict[str, Any],
+    user_tokens: Callable[[str], dict[str, Any]],
+) -> None:
+    """After a technician's question, the manager's Usage page lists that technician with the
+    agent that answered and the tokens the answer cost."""
+    token = user_tokens("tech1")["access_token"]
+    with live_stack.client(headers={"Authorization": f"Bearer {token}"}) as http:
+        conversation = http.post("/api/conversations", json={"title": "Usage"}).json()["id"]
+        answer = http.post(
+            f"/api/conversations/{conversation}/messages",
+            json={"content": "Where is the torque table for the main gear axle nut?"},
+        )
+    assert answer.status_code == 201, answer.text
+    agent = answer.json()["assistant_message"]["agent"]
+
+    ui = open_ui(live_stack.gateway_url)
+    page = ui.page
+    ui.sign_in(*_credentials(dev_credentials, "manager"))
+    ui.heading("Your conversations")
+    page.get_by_role("link", name="Usage", exact=True).click()
+    ui.heading("Usage")
+    table = page.get_by_role("region", name="Usage")
+    expect(table.get_by_role("columnheader", name="total tokens")).to_be_visible()
+    row = table.get_by_role("row").filter(has_text="tech1").filter(has_text=agent)
+    expect(row).to_have_count(1)
+    columns = table.locator("thead th").all_inner_texts()
+    total = row.locator("td").nth(columns.index("total tokens")).inner_text()
+    assert int(total.replace(",", "").replace("\u202f", "")) > 0
