@@ -2,8 +2,8 @@
 
 For every HTTP request, in this order:
 
-1. give it a request id; refuse ambiguous paths (400) and bodies over the limit (413); answer
-   CORS preflights;
+1. give it a request id; refuse oversize request heads (431), ambiguous paths (400) and bodies
+   over the limit (413); answer CORS preflights;
 2. find its route rule in the policy: unknown path 404, known path with another method 405;
 3. authenticate (not on public routes): 401, or 429 for an address sending bad credentials;
 4. authorise: 403 without the rule's permission;
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +33,7 @@ from gateway.context import RequestContext
 from gateway.cors import CorsPolicy
 from gateway.csrf import CsrfGuard
 from gateway.errors import GatewayError, NotFound, RateLimited
+from gateway.header_limits import HeaderLimits
 from gateway.metrics import Metrics
 from gateway.paths import check_path
 from gateway.policy import Policy, RouteRule, Upstream
@@ -73,6 +74,8 @@ class PipelineParts:
     csrf: CsrfGuard | None = None
     # Token budgets of LLM routes: reserve before forwarding, settle from the answer.
     meter: UsageMeter | None = None
+    # Most header fields, and bytes of their names and values, a request may send (else 431).
+    header_limits: HeaderLimits = field(default_factory=HeaderLimits)
 
 
 class _Reply:
@@ -167,7 +170,8 @@ class Pipeline:
         path: str = scope["path"]
         headers = Headers(scope=scope)
 
-        # 1. Refuse what cannot be routed unambiguously, and bodies over the limit.
+        # 1. Refuse oversize heads, what cannot be routed unambiguously, and bodies over the limit.
+        parts.header_limits.check(scope)
         check_path(scope)
         receive = limit_body(scope, receive, parts.max_body_bytes)
         if parts.cors:
@@ -187,7 +191,7 @@ class Pipeline:
             identity = parts.authz.grant(await parts.authn.authenticate(headers, context))
             context.identity = identity
             if parts.csrf is not None:
-                await parts.csrf.check(method, headers, identity)
+                await parts.csrf.check(method, headers, identity, context, parts.audit)
             parts.authz.authorise(identity, rule.permission, context)
             key, limits = parts.rules.for_identity(identity, rule.llm)
 

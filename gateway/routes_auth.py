@@ -7,7 +7,8 @@
   ID token, starts a session under a new id, sets the cookie and returns to ``return_to`` when it
   is a same-origin path (else ``/``).
 * ``GET|POST /auth/logout``: ends the session, revokes its ``sid`` and sends the browser to
-  Keycloak's end-session endpoint with ``id_token_hint``.
+  Keycloak's end-session endpoint with ``id_token_hint``; a POST from another origin, or a GET the
+  browser marks cross-site, is a 403 ``csrf_failed``, audited as ``auth.csrf_failed``.
 * ``POST /auth/backchannel-logout``: Keycloak's logout token; ends that ``sid``'s sessions and
   revokes the ``sid`` for bearer tokens.
 * ``GET /auth/session``: whether the browser is logged in, who, and its CSRF token.
@@ -32,8 +33,8 @@ from redis.asyncio import Redis
 
 from gateway.audit import AuditEvent, AuditSink, Outcome
 from gateway.context import current_context
-from gateway.csrf import check_origin
-from gateway.errors import AuthenticationError, BadRequest, PermissionDenied
+from gateway.csrf import CSRF_FAILED, CsrfFailed, check_origin, refusal_details
+from gateway.errors import AuthenticationError, BadRequest, GatewayError
 from gateway.jwks import JWKSCache
 from gateway.login_state import LoginStates, PendingLogin, digest, safe_return_path
 from gateway.oidc import AuthorizationRequest, GrantRejected, OidcClient, TokenInvalid
@@ -245,10 +246,22 @@ def create_router(auth: BrowserAuth) -> APIRouter:
         return await logout(request)
 
     async def logout(request: Request) -> Response:
-        if request.method == "POST":
-            check_origin(request.headers, auth.settings.public_url)
-        elif request.headers.get("sec-fetch-site") == "cross-site":
-            raise PermissionDenied("Log out from this site only.", code="csrf_failed")
+        try:
+            if request.method == "POST":
+                check_origin(request.headers, auth.settings.public_url)
+            elif request.headers.get("sec-fetch-site") == "cross-site":
+                raise CsrfFailed("Log out from this site only.", "cross_site")
+        except CsrfFailed as exc:
+            emit(
+                request,
+                CSRF_FAILED,
+                "denied",
+                actor=await session_subject(request),
+                target=request.url.path,
+                reason=exc.reason,
+                details=refusal_details(request.method, request.headers),
+            )
+            raise
         session_id = cookie(request, cookies.cookie_name)
         record = await auth.manager.end(session_id) if session_id else None
         home = auth.settings.public_url.rstrip("/") + cookies.post_logout_redirect_path
@@ -261,6 +274,17 @@ def create_router(auth: BrowserAuth) -> APIRouter:
         response = redirect(url, 303 if request.method == "POST" else 302)
         set_cookie(response, cookies.cookie_name, "", 0)
         return response
+
+    async def session_subject(request: Request) -> str | None:
+        """Whose session the request's cookie names, for the audit (None when unknown)."""
+        session_id = cookie(request, cookies.cookie_name)
+        if not session_id:
+            return None
+        try:
+            record = await auth.manager.current(session_id)
+        except GatewayError:
+            return None  # the refusal stands even when Redis cannot say whose session it was
+        return record.subject if record else None
 
     @router.post("/backchannel-logout")
     async def backchannel_logout(request: Request) -> Response:

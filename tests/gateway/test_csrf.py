@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,10 +13,19 @@ from redis.asyncio import Redis
 from starlette.datastructures import Headers
 
 from devstack.procs import free_port
-from gateway.csrf import CsrfGuard, check_csrf, check_origin, origin_of
+from gateway.context import RequestContext
+from gateway.csrf import (
+    CsrfFailed,
+    CsrfGuard,
+    check_csrf,
+    check_origin,
+    origin_of,
+    refusal_details,
+)
 from gateway.errors import PermissionDenied
 from gateway.identity import AuthMethod, Identity
 from gateway.session_store import SessionRecord, session_key
+from tests.gateway.harness import ListAuditSink, RecordingUpstream, in_process_app, running
 from tests.gateway.login_stack import (
     Browser,
     GatewayUnderTest,
@@ -153,6 +163,140 @@ async def test_guard_refuses_when_the_session_is_gone() -> None:
             headers(cookie="__Host-mro-session=abc", origin=SITE, x_csrf_token=TOKEN),
             session,
         )
+
+
+COOKIE = "__Host-mro-session"
+SESSION_USER = Identity(subject="user-7", method=AuthMethod.SESSION, roles=frozenset())
+
+
+def context() -> RequestContext:
+    return RequestContext(
+        request_id="rid-1", client_ip="198.51.100.4", route="/api/conversations/{id}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("session", "fields", "reason"),
+    [
+        (Session(), {"origin": "https://evil.example", "x_csrf_token": TOKEN}, "origin"),
+        (Session(), {"origin": SITE, "x_csrf_token": "u" * 43}, "token"),
+        (None, {"origin": SITE, "x_csrf_token": TOKEN}, "session"),
+    ],
+    ids=["origin", "token", "session"],
+)
+async def test_guard_audits_each_refusal_with_its_reason(
+    session: Session | None, fields: dict[str, str], reason: str
+) -> None:
+    """A refused session write emits one auth.csrf_failed naming the user, route, reason and
+    request, and the 403 still reaches the caller."""
+    audit = ListAuditSink()
+    guard = CsrfGuard(_Sessions(session), COOKIE, SITE)
+    with pytest.raises(CsrfFailed) as refused:
+        await guard.check(
+            "post", headers(cookie=f"{COOKIE}=abc", **fields), SESSION_USER, context(), audit
+        )
+    assert (refused.value.status, refused.value.code, refused.value.reason) == (
+        403,
+        "csrf_failed",
+        reason,
+    )
+    (event,) = audit.events
+    assert (event.action, event.outcome, event.actor, event.reason) == (
+        "auth.csrf_failed",
+        "denied",
+        "user-7",
+        reason,
+    )
+    assert (event.target, event.request_id, event.client_ip) == (
+        "/api/conversations/{id}",
+        "rid-1",
+        "198.51.100.4",
+    )
+    assert event.details == {"method": "POST", "origin": fields["origin"]}
+
+
+async def test_guard_audits_nothing_it_lets_through() -> None:
+    """Accepted writes, reads and bearer requests leave no csrf event."""
+    audit = ListAuditSink()
+    guard = CsrfGuard(_Sessions(Session()), COOKIE, SITE)
+    bearer_user = Identity(subject="s", method=AuthMethod.JWT, roles=frozenset())
+    good = headers(cookie=f"{COOKIE}=abc", origin=SITE, x_csrf_token=TOKEN)
+    await guard.check("POST", good, SESSION_USER, context(), audit)
+    await guard.check("GET", headers(cookie=f"{COOKIE}=abc"), SESSION_USER, context(), audit)
+    await guard.check("POST", headers(), bearer_user, context(), audit)
+    assert audit.events == []
+
+
+async def test_refusal_event_carries_no_token_cookie_or_referer_path() -> None:
+    """Neither the CSRF token, nor the session cookie, nor a Referer's path and query are kept."""
+    audit = ListAuditSink()
+    guard = CsrfGuard(_Sessions(Session()), COOKIE, SITE)
+    sent = headers(
+        cookie=f"{COOKIE}=secret-session-id",
+        referer="https://evil.example/steal?access_token=secret-in-query",
+        x_csrf_token=TOKEN,
+    )
+    with pytest.raises(CsrfFailed):
+        await guard.check("DELETE", sent, SESSION_USER, context(), audit)
+    (event,) = audit.events
+    assert event.details == {"method": "DELETE", "origin": "https://evil.example"}
+    recorded = repr(event.to_json())
+    for secret in (TOKEN, "secret-session-id", "secret-in-query", "/steal"):
+        assert secret not in recorded
+
+
+@pytest.mark.parametrize(
+    ("fields", "origin"),
+    [
+        ({}, None),
+        ({"origin": "null"}, "null"),
+        ({"origin": "https://" + "a" * 500}, ("https://" + "a" * 500)[:200]),
+        ({"referer": "not a url"}, None),
+    ],
+    ids=["none", "null", "oversize", "bad-referer"],
+)
+def test_refusal_details_record_only_a_bounded_origin(
+    fields: dict[str, str], origin: str | None
+) -> None:
+    """The claimed origin is recorded as sent (cut to 200 characters), or None."""
+    assert refusal_details("patch", headers(**fields)) == {"method": "PATCH", "origin": origin}
+
+
+class _CookieSessions:
+    """Authenticates any request carrying the session cookie as SESSION_USER (no Redis record)."""
+
+    async def authenticate(self, fields: Mapping[str, str]) -> Identity | None:
+        return SESSION_USER if COOKIE in fields.get("cookie", "") else None
+
+
+@pytest.mark.redis
+async def test_pipeline_audits_a_csrf_refusal_with_the_request_id(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Through the pipeline, a cross-site session write is a 403 whose audit event carries the
+    answer's request id, the user, the route and the client address; nothing is forwarded."""
+    audit = ListAuditSink()
+    upstream = RecordingUpstream()
+    app = in_process_app(
+        tmp_path, redis_url, upstream, audit_sink=audit, authenticators=[_CookieSessions()]
+    )
+    async with running(app) as http:
+        answer = await http.post(
+            "/api/conversations",
+            json={"title": "x"},
+            headers={"Origin": "https://evil.example", "Cookie": f"{COOKIE}=unknown-session"},
+        )
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["code"] == "csrf_failed"
+    (event,) = [e for e in audit.events if e.action == "auth.csrf_failed"]
+    assert (event.request_id, event.actor, event.target, event.client_ip) == (
+        answer.headers["x-request-id"],
+        "user-7",
+        "/api/conversations",
+        "203.0.113.7",
+    )
+    assert event.reason == "session"  # the cookie names no stored session
+    assert upstream.received == []
 
 
 @pytest.fixture(scope="module")

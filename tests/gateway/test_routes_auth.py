@@ -359,6 +359,35 @@ def test_post_logout_from_another_origin_is_refused(
     assert browser.get(gateway.url + "/api/whoami").status_code == 401
 
 
+def test_refused_logouts_are_audited_without_the_cookie(
+    gateway: GatewayUnderTest, browser: Browser, user: KeycloakUser
+) -> None:
+    """A cross-site logout POST or GET leaves auth.csrf_failed naming the session's user (or
+    nobody without a session), its reason and the claimed origin, never the session cookie."""
+    login(browser, gateway.url, user)
+    before = len(gateway.audit.actions("auth.csrf_failed"))
+    browser.post(gateway.url + "/auth/logout", headers={"Origin": "https://evil.example"})
+    browser.get(gateway.url + "/auth/logout", headers={"Sec-Fetch-Site": "cross-site"})
+    with Browser() as stranger:
+        refused = stranger.post(gateway.url + "/auth/logout", headers={"Origin": "null"})
+    assert problem_code(refused) == "csrf_failed"
+    events = gateway.audit.actions("auth.csrf_failed")[before:]
+    assert [(e.reason, e.actor, e.target, e.outcome) for e in events] == [
+        ("origin", user.id, "/auth/logout", "denied"),
+        ("cross_site", user.id, "/auth/logout", "denied"),
+        ("origin", None, "/auth/logout", "denied"),
+    ]
+    assert [e.details for e in events] == [
+        {"method": "POST", "origin": "https://evil.example"},
+        {"method": "GET", "origin": None},
+        {"method": "POST", "origin": "null"},
+    ]
+    assert all(e.request_id and e.client_ip == "127.0.0.1" for e in events)
+    session_id = browser.cookies.get(SESSION_COOKIE)
+    assert session_id
+    assert session_id not in repr([e.to_json() for e in events])
+
+
 def test_logout_without_a_session_goes_home(gateway: GatewayUnderTest, browser: Browser) -> None:
     """Logging out without a session just returns to the post-logout page."""
     response = browser.get(gateway.url + "/auth/logout")

@@ -185,24 +185,50 @@ def test_same_origin_request_with_token_passes(live_stack: LiveStack, browser: B
     assert answer.status_code == 201, answer.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="weakness W5: a CSRF refusal (403 csrf_failed) writes no audit event, unlike "
-    "auth.permission_denied and auth.token_rejected",
-)
 def test_csrf_refusal_is_audited(
-    live_stack: LiveStack, browser: Browser, audit_reader: AuditReader
+    live_stack: LiveStack, browser: Browser, person: KeycloakUser, audit_reader: AuditReader
 ) -> None:
-    """A refused cross-site request leaves an audit record naming its request id."""
+    """A refused cross-site request leaves an auth.csrf_failed record naming its request id,
+    the session's user, the reason and the claimed origin, and no token."""
     url = live_stack.gateway_url
+    token = _csrf_token(browser, url)
     after = since()
     answer = browser.post(
-        f"{url}/api/conversations", json={}, headers={"Origin": "https://evil.example"}
+        f"{url}/api/conversations",
+        json={},
+        headers={"Origin": "https://evil.example", "X-CSRF-Token": token},
     )
-    assert answer.status_code == 403
+    assert_problem(answer, 403, "csrf_failed")
     request_id = answer.headers["x-request-id"]
-    audit_reader.wait_for(
-        "auth.*", after=after, where=lambda e: e["request_id"] == request_id, seconds=3
+    (event,) = audit_reader.wait_for(
+        "auth.csrf_failed", after=after, where=lambda e: e["request_id"] == request_id, seconds=3
+    )
+    assert (event["outcome"], event["actor"], event["reason"], event["target"]) == (
+        "denied",
+        person.id,
+        "origin",
+        "/api/conversations",
+    )
+    assert event["details"] == {"method": "POST", "origin": "https://evil.example"}
+    assert token not in str(event)
+
+
+def test_cross_site_logout_is_audited(
+    live_stack: LiveStack, browser: Browser, person: KeycloakUser, audit_reader: AuditReader
+) -> None:
+    """A refused cross-site logout leaves an auth.csrf_failed record for the session's user."""
+    url = live_stack.gateway_url
+    after = since()
+    answer = browser.post(f"{url}/auth/logout", headers={"Origin": "https://evil.example"})
+    assert_problem(answer, 403, "csrf_failed")
+    request_id = answer.headers["x-request-id"]
+    (event,) = audit_reader.wait_for(
+        "auth.csrf_failed", after=after, where=lambda e: e["request_id"] == request_id, seconds=3
+    )
+    assert (event["actor"], event["reason"], event["target"]) == (
+        person.id,
+        "origin",
+        "/auth/logout",
     )
 
 
