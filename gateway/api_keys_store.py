@@ -2,16 +2,25 @@
 
 Only the HMAC of a key's secret is stored (see ``gateway.api_keys``). Times are timezone-aware
 UTC datetimes; SQLite hands them back naive, so readers go through ``as_utc``.
+
+The functions the admin routes and the authenticator call raise ``DependencyUnavailable`` when
+the database cannot be reached or refuses the statement: SQLAlchemy's errors and the driver's
+connection errors (``OSError``) never leave this module, except from ``record_use``, whose
+caller keeps its batch on a database error and tries again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
+
+from gateway.errors import DependencyUnavailable
 
 __all__ = [
     "ApiKey",
@@ -61,25 +70,37 @@ def timestamp(value: datetime | None) -> float | None:
     return aware.timestamp() if aware is not None else None
 
 
+@asynccontextmanager
+async def _unavailable() -> AsyncIterator[None]:
+    """Turn database and connection errors raised inside into DependencyUnavailable."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        raise DependencyUnavailable("The API key store is unavailable") from exc
+
+
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
-    """The key with key_id, or None."""
-    return await session.get(ApiKey, key_id)
+    """The key with key_id, or None. Raises DependencyUnavailable."""
+    async with _unavailable():
+        return await session.get(ApiKey, key_id)
 
 
 async def list_keys(session: AsyncSession, owner_sub: str | None = None) -> Sequence[ApiKey]:
-    """All keys (or one owner's), newest first."""
+    """All keys (or one owner's), newest first. Raises DependencyUnavailable."""
     query = select(ApiKey).order_by(col(ApiKey.created_at).desc(), col(ApiKey.id))
     if owner_sub is not None:
         query = query.where(col(ApiKey.owner_sub) == owner_sub)
-    result = await session.execute(query)
-    return result.scalars().all()
+    async with _unavailable():
+        result = await session.execute(query)
+        return result.scalars().all()
 
 
 async def save(session: AsyncSession, *keys: ApiKey) -> None:
-    """Insert or update keys and commit."""
-    for key in keys:
-        session.add(key)
-    await session.commit()
+    """Insert or update keys and commit. Raises DependencyUnavailable."""
+    async with _unavailable():
+        for key in keys:
+            session.add(key)
+        await session.commit()
 
 
 async def record_use(
@@ -87,7 +108,10 @@ async def record_use(
     last_used: Mapping[str, datetime],
     rehashed: Mapping[str, tuple[str, str]],
 ) -> None:
-    """Write a batch of last-used times and re-hashed secrets (hash, pepper version); commit."""
+    """Write a batch of last-used times and re-hashed secrets (hash, pepper version); commit.
+
+    Raises SQLAlchemy errors or OSError (the periodic flush keeps the batch for its next round).
+    """
     if last_used:
         rows = [{"id": key_id, "last_used_at": when} for key_id, when in last_used.items()]
         await session.execute(update(ApiKey), rows)

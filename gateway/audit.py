@@ -1,10 +1,18 @@
 """Security audit events and the queued writer that never loses one.
 
-``emit`` only enqueues (it never waits). A background task drains the queue in batches into the
-``AuditStore`` (SQL). While the store fails, batches go to an fsync'd spool file instead
-(``gateway.audit_spool``), and the spool is replayed once the store answers again; inserts are
-idempotent by ``event_id``, so a replay after a crash never duplicates. When the queue is full the
-event is spooled synchronously rather than dropped. ``aclose`` writes whatever is left.
+``emit`` appends the event to the process's journal on local disk (``gateway.audit_journal``:
+one ``os.write``, no fsync: about ten microseconds) and queues it; it never waits. The journal
+line is written before the answer the event belongs to is sent, so a process killed at any
+moment afterwards (SIGKILL, out of memory) loses no answered request's event: the next start
+hands the dead run's journal to the spool, which replays it. Power loss or a kernel crash can
+still take the last seconds' lines (the page cache is not fsync'd).
+
+A background task drains the queue in batches into the ``AuditStore`` (SQL). While the store
+fails, batches go to an fsync'd spool file instead (``gateway.audit_spool``), and the spool is
+replayed once the store answers again; inserts are idempotent by ``event_id``, so a replay after
+a crash never duplicates. Once a batch is stored or spooled its journal segments are released.
+When the queue is full the event is spooled synchronously rather than dropped. ``aclose`` writes
+whatever is left and deletes the journal.
 
 Actions in use: ``auth.token_rejected`` (reason: the error code), ``auth.permission_denied``,
 ``ratelimit.exceeded``, ``ratelimit.fallback``, ``ratelimit.recovered``, ``api_key.*``. Events
@@ -18,16 +26,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from gateway.audit_journal import AuditJournal
 from gateway.audit_spool import AuditSpool
 from gateway.metrics import Metrics
 
 __all__ = ["AuditEvent", "AuditSink", "AuditStore", "Outcome", "QueuedAuditWriter"]
 
 logger = logging.getLogger(__name__)
+
+# The journal's folder inside the spool's (one setting, one file system: adopting is a rename).
+JOURNAL_FOLDER = "journal"
 
 Outcome = Literal["success", "failure", "denied"]
 
@@ -57,9 +69,19 @@ class AuditEvent:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping (``at`` as ISO 8601)."""
-        data = asdict(self)
-        data["at"] = self.at.isoformat()
-        return data
+        # Spelt out: dataclasses.asdict deep-copies and costs ~20 times as much on every emit.
+        return {
+            "action": self.action,
+            "outcome": self.outcome,
+            "actor": self.actor,
+            "target": self.target,
+            "reason": self.reason,
+            "request_id": self.request_id,
+            "client_ip": self.client_ip,
+            "details": dict(self.details),
+            "at": self.at.isoformat(),
+            "event_id": self.event_id,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEvent:
@@ -81,8 +103,13 @@ class AuditStore(Protocol):
     async def insert(self, events: Sequence[AuditEvent]) -> None: ...
 
 
+# A queued event and the journal segment holding it (None: the journal refused it).
+_Queued = tuple[AuditEvent, int | None]
+
+
 class QueuedAuditWriter:
-    """An AuditSink that batches events into an AuditStore, spooling while the store is down."""
+    """An AuditSink that journals events, batches them into an AuditStore, and spools them
+    while the store is down."""
 
     def __init__(
         self,
@@ -90,6 +117,7 @@ class QueuedAuditWriter:
         spool: AuditSpool,
         metrics: Metrics,
         *,
+        journal: AuditJournal | None = None,
         batch_size: int = 200,
         queue_size: int = 10_000,
         retry_seconds: float = 5.0,
@@ -97,9 +125,10 @@ class QueuedAuditWriter:
     ) -> None:
         self._store = store
         self._spool = spool
+        self._journal = journal or AuditJournal(spool.directory / JOURNAL_FOLDER)
         self._metrics = metrics
         self._batch_size = batch_size
-        self._queue: asyncio.Queue[AuditEvent | None] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue(queue_size)
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._store_down_until = 0.0
@@ -107,16 +136,28 @@ class QueuedAuditWriter:
         metrics.audit_queue_depth.set_function(self._queue.qsize)
 
     def emit(self, event: AuditEvent) -> None:
-        """Queue event; when the queue is full, spool it right away."""
+        """Journal event and queue it; when the queue is full, spool it right away."""
+        record = event.to_json()
+        segment = self._journal.append(record)
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, segment))
         except asyncio.QueueFull:
-            self._spool.append([event.to_json()])
+            self._spool.append([record])
             self._metrics.audit_spooled.inc()
 
     async def start(self) -> None:
-        """Start the background writer (replaying any spool a previous run left)."""
+        """Start the background writer, replaying any spool and the journal of any run that
+        crashed."""
         if self._task is None:
+            try:
+                recovered = await asyncio.to_thread(self._journal.recover, self._spool.adopt)
+            except OSError as exc:
+                logger.error("audit journal not recovered", extra={"error": type(exc).__name__})
+            else:
+                if recovered:
+                    logger.warning(
+                        "replaying the audit journal of a stopped run", extra={"files": recovered}
+                    )
             self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def flush(self) -> None:
@@ -124,12 +165,17 @@ class QueuedAuditWriter:
         await self._queue.join()
 
     async def aclose(self) -> None:
-        """Write everything still queued, then stop."""
-        if self._task is None:
-            return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
+        """Write everything still queued, then stop. The journal is deleted unless events are
+        left that were not written (emitted after the stop, or the writer failed)."""
+        task, self._task = self._task, None
+        if task is not None:
+            await self._queue.put(None)
+            try:
+                await task
+            except BaseException:
+                self._journal.close(remove=False)
+                raise
+        self._journal.close(remove=task is not None and self._queue.empty())
 
     @property
     def store_available(self) -> bool:
@@ -145,7 +191,7 @@ class QueuedAuditWriter:
             except TimeoutError:
                 await self._replay()
                 continue
-            batch: list[AuditEvent] = []
+            batch: list[_Queued] = []
             stop = first is None
             if first is not None:
                 batch.append(first)
@@ -160,13 +206,28 @@ class QueuedAuditWriter:
                     batch.append(item)
             try:
                 if batch:
-                    await self._write(batch)
+                    await self._write([event for event, _ in batch])
+                    self._release(batch)
             finally:
                 for _ in range(len(batch) + (1 if stop else 0)):
                     self._queue.task_done()
             if stop:
                 await self._replay()
                 return
+
+    def _release(self, batch: list[_Queued]) -> None:
+        """The batch is stored or spooled: release the journal segments only it still needed.
+
+        Runs with no await since the write returned, so no emit interleaves: with the queue
+        empty every journaled event is written; otherwise the queue is FIFO and every event of
+        a segment older than the batch's last one is written.
+        """
+        if self._queue.empty():
+            self._journal.clear()
+            return
+        segments = [segment for _, segment in batch if segment is not None]
+        if segments:
+            self._journal.release(before=max(segments))
 
     async def _write(self, batch: list[AuditEvent]) -> None:
         if self.store_available:
@@ -199,8 +260,9 @@ class QueuedAuditWriter:
 
     def _store_failed(self, exc: Exception) -> None:
         if self.store_available:
+            cause = exc.__cause__ or exc  # the database's error behind DependencyUnavailable
             logger.warning(
-                "audit store unreachable, spooling events", extra={"error": type(exc).__name__}
+                "audit store unreachable, spooling events", extra={"error": type(cause).__name__}
             )
         self._store_down_until = self._clock() + self._retry_seconds
 

@@ -2,8 +2,9 @@
 
 New events are appended to ``current.jsonl``. To replay, ``take_pending`` renames it to
 ``replay-<ns>.jsonl`` (so appends during a replay go to a fresh file) and lists every replay
-file; a file is removed only after all its events were stored. Appends from the event loop and
-from worker threads are serialised by a lock.
+file; a file is removed only after all its events were stored. ``adopt`` moves in a file of
+the same shape from elsewhere (a crashed run's audit journal) as one more replay file. Appends
+from the event loop and from worker threads are serialised by a lock.
 """
 
 from __future__ import annotations
@@ -63,10 +64,23 @@ class AuditSpool:
         with self._lock:
             current = self._dir / _CURRENT
             if current.exists():
-                current.rename(self._dir / f"replay-{time.time_ns():020d}.jsonl")
+                current.rename(self._replay_path())
             if not self._dir.is_dir():
                 return []
             return sorted(self._dir.glob("replay-*.jsonl"))
+
+    def adopt(self, path: Path) -> None:
+        """Move path (JSON lines of events, on the spool's file system) in for a replay.
+        Raises OSError, FileNotFoundError when path is gone."""
+        with self._lock:
+            self._ensure_dir()
+            path.rename(self._replay_path())
+
+    def _replay_path(self) -> Path:
+        # Names sort by the time they were taken; the loop only guards against a coarse clock.
+        while (path := self._dir / f"replay-{time.time_ns():020d}.jsonl").exists():
+            pass
+        return path
 
     def read(self, path: Path) -> list[dict[str, Any]]:
         """The records in a spool file; a torn line (crash mid-write) is logged and skipped."""

@@ -1,18 +1,25 @@
-"""The audit log in SQL: the ``audit_events`` table, idempotent batch inserts, and queries."""
+"""The audit log in SQL: the ``audit_events`` table, idempotent batch inserts, and queries.
+
+Database and connection errors (SQLAlchemy's, and the driver's ``OSError``) leave this module as
+``DependencyUnavailable``: the admin route answers 503, the audit writer spools and retries.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Insert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 
 from gateway.audit import AuditEvent
+from gateway.errors import DependencyUnavailable
 
 __all__ = ["AuditRecord", "SqlAuditStore"]
 
@@ -71,6 +78,15 @@ def _event(record: AuditRecord) -> AuditEvent:
     )
 
 
+@asynccontextmanager
+async def _unavailable() -> AsyncIterator[None]:
+    """Turn database and connection errors raised inside into DependencyUnavailable."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        raise DependencyUnavailable("The audit store is unavailable") from exc
+
+
 class SqlAuditStore:
     """Audit events in the gateway's database (SQLite or PostgreSQL)."""
 
@@ -78,10 +94,13 @@ class SqlAuditStore:
         self._sessions = sessions
 
     async def insert(self, events: Sequence[AuditEvent]) -> None:
-        """Store events, skipping those already stored. Raises SQLAlchemy errors."""
+        """Store events, skipping those already stored. Raises DependencyUnavailable."""
         if not events:
             return
-        rows = [_row(event) for event in events]
+        async with _unavailable():
+            await self._insert([_row(event) for event in events])
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
         async with self._sessions() as session:
             dialect = session.get_bind().dialect.name
             statement: Insert
@@ -115,7 +134,10 @@ class SqlAuditStore:
         until: datetime | None = None,
         limit: int = 100,
     ) -> list[AuditEvent]:
-        """Newest first. ``action`` ending in ``.*`` matches the whole family (``api_key.*``)."""
+        """Newest first. ``action`` ending in ``.*`` matches the whole family (``api_key.*``).
+
+        Raises DependencyUnavailable.
+        """
         statement = select(AuditRecord)
         if actor is not None:
             statement = statement.where(AuditRecord.actor == actor)
@@ -130,6 +152,6 @@ class SqlAuditStore:
         if until is not None:
             statement = statement.where(AuditRecord.at < _utc(until))
         statement = statement.order_by(col(AuditRecord.at).desc(), col(AuditRecord.id).desc())
-        async with self._sessions() as session:
+        async with _unavailable(), self._sessions() as session:
             records = (await session.execute(statement.limit(limit))).scalars().all()
         return [_event(record) for record in records]

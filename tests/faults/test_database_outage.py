@@ -178,11 +178,6 @@ def test_bearer_tokens_do_not_need_the_database(outage: Outage) -> None:
     assert all(checks.values()), checks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the audit and API-key administration routes let the database error through "
-    "(gateway/routes_admin.py, gateway/routes_api_keys.py): 500 internal_error",
-)
 def test_administration_answers_503_while_the_database_is_down(outage: Outage) -> None:
     """Reading the audit log or the API keys during the outage is a 503 problem, never a 500."""
     for response in outage.admin_during:

@@ -175,11 +175,6 @@ def test_sessions_do_not_survive_a_redis_restart(outage: Outage) -> None:
     assert_problem(outage.session_back, 401, "session_expired")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the Kubernetes readiness probe is /readyz, which fails while a shared "
-    "dependency (Redis, the database) is down, so every replica leaves the Service at once",
-)
 def test_replicas_stay_in_rotation_while_redis_is_down(outage: Outage) -> None:
     """The path the deployment's readiness probe asks answers 200 during a Redis outage, so the
     replicas keep serving what does not need Redis."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import api_keys_store as store
 from gateway.db import create_engine, create_schema, session_factory
+from gateway.errors import DependencyUnavailable
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -97,6 +99,41 @@ async def test_record_use_updates_many_keys_in_one_batch(
         "v2",
     )
     assert (k3.last_used_at, k3.secret_hash) == (None, "0" * 64)
+
+
+Operation = Callable[[AsyncSession], Awaitable[object]]
+OPERATIONS: dict[str, Operation] = {
+    "get_key": lambda session: store.get_key(session, "k1"),
+    "list_keys": lambda session: store.list_keys(session),
+    "save": lambda session: store.save(session, row("k2")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+async def test_an_unreachable_database_is_dependency_unavailable(tmp_path: Path, name: str) -> None:
+    """With the database file gone (a folder in its place), reads and writes raise
+    DependencyUnavailable caused by the database error, and work again once it is back."""
+    database = tmp_path / "keys.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await create_schema(engine)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        await store.save(session, row("k1"))
+    await engine.dispose()  # no pooled connection keeps the old file open
+    database.rename(tmp_path / "away.db")
+    database.mkdir()
+    try:
+        async with sessions() as session:
+            with pytest.raises(DependencyUnavailable) as raised:
+                await OPERATIONS[name](session)
+        assert raised.value.code == "dependency_unavailable"
+        assert isinstance(raised.value.__cause__, SQLAlchemyError)
+    finally:
+        database.rmdir()
+        (tmp_path / "away.db").rename(database)
+    async with sessions() as session:
+        await OPERATIONS[name](session)
+    await engine.dispose()
 
 
 def test_as_utc_normalises_naive_and_foreign_zones() -> None:

@@ -12,10 +12,12 @@ from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from devstack.procs import free_port
 from gateway.app import create_app
 from gateway.assertion import generate_signing_key_pem
 from gateway.audit import QueuedAuditWriter
 from gateway.http_client import HttpxUpstreamClient, Timeouts
+from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from tests.gateway.harness import RecordingUpstream, running, settings_for
 from tests.gateway.keys import FakeClock, LocalIdP, rsa_key, running_idp
 
@@ -75,6 +77,40 @@ async def test_readyz_reports_each_dependency(
     assert not_ready.headers["content-type"] == "application/problem+json"
     assert not_ready.json()["checks"] == {"jwks": False, "redis": True, "database": True}
     assert alive.json() == {"status": "ok"}
+
+
+async def test_local_readiness_ignores_shared_dependencies(tmp_path: Path, idp: LocalIdP) -> None:
+    """With Redis and the database down, ``/readyz?scope=local`` (the probe) stays 200 while
+    the replica holds Keycloak's keys; ``/readyz`` still names both."""
+    (tmp_path / "not-a-database").mkdir()
+    redis_down = f"redis://127.0.0.1:{free_port()}/0"
+    database_down = f"sqlite+aiosqlite:///{tmp_path / 'not-a-database'}"
+    with running_idp(idp):
+        app = _app(tmp_path, redis_down, idp, RecordingUpstream(), database_url=database_down)
+        async with running(app) as http:
+            local = await http.get("/readyz", params={"scope": "local"})
+            full = await http.get("/readyz")
+    assert local.status_code == 200
+    assert local.json() == {"status": "ready", "checks": {"jwks": True}}
+    assert full.status_code == 503
+    assert full.json()["checks"] == {"jwks": True, "redis": False, "database": False}
+
+
+async def test_local_readiness_fails_without_keycloak_keys(
+    tmp_path: Path, redis_url: str, idp: LocalIdP
+) -> None:
+    """A replica that holds no Keycloak keys and cannot fetch them is not ready for the probe
+    either; an unknown scope is a 422 problem."""
+    app = _app(tmp_path, redis_url, idp, RecordingUpstream())  # the IdP does not answer
+    async with running(app) as http:
+        local = await http.get("/readyz", params={"scope": "local"})
+        unknown = await http.get("/readyz", params={"scope": "everything"})
+    assert local.status_code == 503
+    assert local.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert local.json()["code"] == "not_ready"
+    assert local.json()["checks"] == {"jwks": False}
+    assert unknown.status_code == 422
+    assert unknown.headers["content-type"] == PROBLEM_CONTENT_TYPE
 
 
 async def test_metrics_count_requests_by_route_template(

@@ -1,23 +1,67 @@
-"""The audit writer: batches into SQL, spools while the database is down, replays without loss
-or duplicates."""
+"""The audit writer: journals every event, batches into SQL, spools while the database is down,
+replays without loss or duplicates, also after the process was killed."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import AsyncIterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
+from devstack.paths import ROOT
+from gateway.audit import JOURNAL_FOLDER, AuditEvent, QueuedAuditWriter
+from gateway.audit_spool import AuditSpool
+from gateway.audit_store import SqlAuditStore
+from gateway.db import session_factory
+from gateway.errors import DependencyUnavailable
+from gateway.metrics import Metrics
+from tests.gateway.harness import FakeMonotonic
+
+# A gateway's writer whose database stores the first batch and then hangs (a lock held
+# elsewhere): every event was emitted (its request answered) when the process is killed.
+KILLED_WHILE_THE_DATABASE_HANGS = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 from gateway.audit import AuditEvent, QueuedAuditWriter
 from gateway.audit_spool import AuditSpool
 from gateway.audit_store import SqlAuditStore
 from gateway.db import session_factory
 from gateway.metrics import Metrics
-from tests.gateway.harness import FakeMonotonic
+
+class FirstBatchThenHang:
+    def __init__(self, store):
+        self.store, self.batches, self.hanging = store, 0, asyncio.Event()
+
+    async def insert(self, events):
+        self.batches += 1
+        if self.batches > 1:
+            self.hanging.set()
+            await asyncio.Event().wait()
+        await self.store.insert(events)
+
+async def main():
+    database, spool, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    engine = create_async_engine(f"sqlite+aiosqlite:///{database}", poolclass=NullPool)
+    store = FirstBatchThenHang(SqlAuditStore(session_factory(engine)))
+    writer = QueuedAuditWriter(store, AuditSpool(spool), Metrics(), batch_size=5)
+    await writer.start()
+    for n in range(count):
+        event = AuditEvent(action="auth.permission_denied", outcome="denied", request_id=f"r{n}")
+        writer.emit(event)
+    await store.hanging.wait()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
 
 
 class CountingStore:
@@ -145,3 +189,68 @@ async def test_query_filters_by_actor_action_and_time(engine: AsyncEngine) -> No
     (exact,) = await sql.query(action="api_key.created", until=second.at)
     assert exact.event_id == first.event_id
     assert exact.at.tzinfo is not None
+
+
+async def test_a_killed_process_loses_no_emitted_event_and_stores_none_twice(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Events emitted before SIGKILL (the database holding the writer) are all stored after the
+    next start, each once, including those the dead process had stored already."""
+    spool = tmp_path / "spool"
+    killed = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-c", KILLED_WHILE_THE_DATABASE_HANGS],
+        *[str(tmp_path / "audit.db"), str(spool), "20"],
+        cwd=ROOT,
+    )
+    await asyncio.wait_for(killed.wait(), timeout=60)
+    assert killed.returncode == -9
+    sql = SqlAuditStore(session_factory(engine))
+    stored_before = {e.request_id for e in await sql.query(limit=100)}
+    assert stored_before == {f"r{n}" for n in range(5)}  # the first batch; the rest was in memory
+    writer = QueuedAuditWriter(sql, AuditSpool(spool), Metrics())
+    await writer.start()
+    await writer.aclose()
+    stored = [str(e.request_id) for e in await sql.query(limit=100)]
+    assert sorted(stored) == sorted(f"r{n}" for n in range(20))
+    assert list(spool.rglob("*.jsonl")) == []
+
+
+async def test_the_journal_is_released_once_events_are_stored(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Once the queue is written nothing is left in the journal; a clean stop deletes it."""
+    sql = SqlAuditStore(session_factory(engine))
+    journal = tmp_path / "spool" / JOURNAL_FOLDER
+    writer = QueuedAuditWriter(sql, AuditSpool(tmp_path / "spool"), Metrics())
+    await writer.start()
+    for n in range(30):
+        writer.emit(_event(n))
+    assert sum(len(p.read_text().splitlines()) for p in journal.glob("*.jsonl")) == 30
+    await writer.flush()
+    assert [p.read_bytes() for p in journal.glob("*.jsonl")] == [b""]
+    await writer.aclose()
+    assert list(journal.iterdir()) == []
+    assert len(await sql.query(limit=100)) == 30
+
+
+StoreCall = Callable[[SqlAuditStore], Awaitable[object]]
+STORE_CALLS: dict[str, StoreCall] = {
+    "insert": lambda store: store.insert([_event(1)]),
+    "query": lambda store: store.query(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORE_CALLS))
+async def test_an_unreachable_database_is_dependency_unavailable(
+    engine: AsyncEngine, tmp_path: Path, name: str
+) -> None:
+    """With the database file gone (a folder in its place) the store raises
+    DependencyUnavailable caused by the database error (the admin route answers 503)."""
+    sql = SqlAuditStore(session_factory(engine))
+    database = tmp_path / "audit.db"
+    database.rename(tmp_path / "away.db")
+    database.mkdir()
+    with pytest.raises(DependencyUnavailable) as raised:
+        await STORE_CALLS[name](sql)
+    assert raised.value.code == "dependency_unavailable"
+    assert isinstance(raised.value.__cause__, SQLAlchemyError)

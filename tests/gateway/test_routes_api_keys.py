@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.api_keys import ApiKeyAuthenticator, parse_key
 from gateway.audit import AuditEvent
@@ -16,6 +18,7 @@ from gateway.db import create_engine, create_schema, session_factory
 from gateway.errors import AuthenticationError
 from gateway.identity import AuthMethod, Identity
 from gateway.policy import Policy
+from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from gateway.settings import GatewaySettings
 from tests.gateway.keys import FakeClock, admin_app
 
@@ -57,6 +60,21 @@ class Admin:
     audit: ListSink
     clock: FakeClock
     changed: list[str]
+    engine: AsyncEngine
+    database: Path
+
+    @asynccontextmanager
+    async def database_down(self) -> AsyncIterator[None]:
+        """The database file moved away and a folder in its place, then put back."""
+        await self.engine.dispose()  # no pooled connection keeps the old file open
+        away = self.database.with_suffix(".away")
+        self.database.rename(away)
+        self.database.mkdir()
+        try:
+            yield
+        finally:
+            self.database.rmdir()
+            away.rename(self.database)
 
     async def call(
         self, who: str | None, method: str, path: str = "", **kwargs: Any
@@ -80,7 +98,8 @@ class Admin:
 
 @pytest.fixture
 async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    database = tmp_path / "gateway.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
     await create_schema(engine)
     sessions = session_factory(engine)
     settings = GatewaySettings()
@@ -94,7 +113,7 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     app = admin_app(HeaderAuthenticator(), sessions, settings, audit, clock, on_change)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Admin(client, keys, audit, clock, changed)
+        yield Admin(client, keys, audit, clock, changed, engine, database)
     await engine.dispose()
 
 
@@ -305,3 +324,28 @@ async def test_unknown_and_malformed_ids(admin: Admin) -> None:
     assert unknown.status_code == 404
     assert unknown.json()["code"] == "api_key_not_found"
     assert (await admin.call("mgr", "GET", "/bad_id")).status_code == 422
+
+
+async def test_every_route_answers_503_while_the_database_is_down(admin: Admin) -> None:
+    """Listing, showing, creating, rotating and revoking answer 503 problem+json
+    ``dependency_unavailable`` while the database is gone (never 500), audit nothing, and work
+    again once it is back."""
+    created = await admin.create()
+    audited = len(admin.audit.events)
+    body = {"name": "during the outage", "permissions": ["agents:read"]}
+    async with admin.database_down():
+        answers = [
+            await admin.call("mgr", "GET"),
+            await admin.call("mgr", "GET", f"/{created['id']}"),
+            await admin.call("mgr", "POST", json=body),
+            await admin.call("mgr", "POST", f"/{created['id']}/rotate"),
+            await admin.call("mgr", "POST", f"/{created['id']}/revoke"),
+            await admin.call("mgr", "DELETE", f"/{created['id']}"),
+        ]
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+        assert response.json()["code"] == "dependency_unavailable"
+        assert "sqlite" not in response.text.lower()
+    assert len(admin.audit.events) == audited
+    assert (await admin.call("mgr", "GET")).status_code == 200

@@ -109,11 +109,21 @@ def test_workloads_run_unprivileged_with_limits(
             assert {"cpu", "memory"} <= set(resources["limits"]), label
 
 
-@pytest.mark.parametrize("name", ["mro-gateway", "mro-orchestrator"])
-def test_services_probe_readyz_and_healthz(trees: dict[str, kustomize.Tree], name: str) -> None:
-    """Readiness asks /readyz and liveness /healthz, on the container's HTTP port."""
+@pytest.mark.parametrize(
+    ("name", "readiness"),
+    [
+        # The gateway's probe leaves out Redis and the database, which every replica shares.
+        ("mro-gateway", "/readyz?scope=local"),
+        ("mro-orchestrator", "/readyz"),
+    ],
+)
+def test_services_probe_readyz_and_healthz(
+    trees: dict[str, kustomize.Tree], name: str, readiness: str
+) -> None:
+    """Readiness asks /readyz (the gateway its replica-local scope) and liveness /healthz, on
+    the container's HTTP port."""
     (container,) = containers(_deployment(trees["base"], name))
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == readiness
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     ports = {p["name"] for p in container["ports"]}
     assert container["readinessProbe"]["httpGet"]["port"] in ports
