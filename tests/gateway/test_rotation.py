@@ -110,13 +110,21 @@ def rig(tmp_path: Path, redis_url: str) -> Iterator[Rig]:
         yield Rig(tmp_path, redis_url, f"http://127.0.0.1:{port}", keys, clock, jwks_port)
 
 
-def assert_refused(response: httpx.Response, code: str) -> None:
-    assert response.status_code == 401, response.text
-    assert response.json()["code"] == code
+def assert_refused(response: httpx.Response, caplog: pytest.LogCaptureFixture, code: str) -> None:
+    """The orchestrator refused the assertion with code: the client sees 502 (its own
+    credential was fine), the gateway's log names the orchestrator's code."""
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] == "upstream_rejected_identity"
+    logged = [
+        getattr(r, "upstream_code", None) for r in caplog.records if r.name == "gateway.proxy"
+    ]
+    assert code in logged, logged
 
 
 @pytest.mark.redis
-def test_signing_key_rotation_keeps_every_request_working(rig: Rig) -> None:
+def test_signing_key_rotation_keeps_every_request_working(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     """Publish new second, wait a cache period, sign with new, drop old: no request fails."""
     old, new = generate_signing_key_pem(), generate_signing_key_pem()
     with rig.gateway(old) as gateway:
@@ -153,11 +161,13 @@ def test_signing_key_rotation_keeps_every_request_working(rig: Rig) -> None:
         assert rig.ask(straggler).status_code == 200  # cached set still holds the old key
         rig.cache_expires()
         assert rig.ask(gateway).status_code == 200
-        assert_refused(rig.ask(straggler), "unknown_key")
+        assert_refused(rig.ask(straggler), caplog, "unknown_key")
 
 
 @pytest.mark.redis
-def test_signing_with_an_unpublished_key_depends_on_the_refetch_cooldown(rig: Rig) -> None:
+def test_signing_with_an_unpublished_key_depends_on_the_refetch_cooldown(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     """Skipping the publish step: a new kid is fetched at once, unless a fetch just happened."""
     old, new, newer = (generate_signing_key_pem() for _ in range(3))
     with rig.gateway(old) as gateway:
@@ -166,8 +176,8 @@ def test_signing_with_an_unpublished_key_depends_on_the_refetch_cooldown(rig: Ri
         rig.clock.advance(COOLDOWN_SECONDS)
         assert rig.ask(gateway).status_code == 200  # unknown kid: one refetch finds it
     with rig.gateway(newer, new) as gateway:
-        # Within the cooldown of the last fetch the unknown kid is refused (401) ...
-        assert_refused(rig.ask(gateway), "unknown_key")
+        # Within the cooldown of the last fetch the unknown kid is refused ...
+        assert_refused(rig.ask(gateway), caplog, "unknown_key")
         rig.clock.advance(COOLDOWN_SECONDS)
         # ... and accepted once a refetch is allowed again.
         assert rig.ask(gateway).status_code == 200
