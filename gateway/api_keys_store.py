@@ -11,16 +11,14 @@ caller keeps its batch on a database error and tries again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
-from gateway.errors import DependencyUnavailable
+from gateway.db import unavailable_as
 
 __all__ = [
     "ApiKey",
@@ -70,18 +68,9 @@ def timestamp(value: datetime | None) -> float | None:
     return aware.timestamp() if aware is not None else None
 
 
-@asynccontextmanager
-async def _unavailable() -> AsyncIterator[None]:
-    """Turn database and connection errors raised inside into DependencyUnavailable."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as exc:
-        raise DependencyUnavailable("The API key store is unavailable") from exc
-
-
 async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
     """The key with key_id, or None. Raises DependencyUnavailable."""
-    async with _unavailable():
+    async with unavailable_as("The API key store"):
         return await session.get(ApiKey, key_id)
 
 
@@ -90,14 +79,14 @@ async def list_keys(session: AsyncSession, owner_sub: str | None = None) -> Sequ
     query = select(ApiKey).order_by(col(ApiKey.created_at).desc(), col(ApiKey.id))
     if owner_sub is not None:
         query = query.where(col(ApiKey.owner_sub) == owner_sub)
-    async with _unavailable():
+    async with unavailable_as("The API key store"):
         result = await session.execute(query)
         return result.scalars().all()
 
 
 async def save(session: AsyncSession, *keys: ApiKey) -> None:
     """Insert or update keys and commit. Raises DependencyUnavailable."""
-    async with _unavailable():
+    async with unavailable_as("The API key store"):
         for key in keys:
             session.add(key)
         await session.commit()

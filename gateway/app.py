@@ -48,6 +48,7 @@ from gateway.client_ip import TrustedProxies
 from gateway.cors import CorsPolicy
 from gateway.csrf import CsrfGuard
 from gateway.db import create_engine, create_schema, session_factory
+from gateway.header_limits import HeaderLimits
 from gateway.http_client import AiohttpUpstreamClient, Timeouts, UpstreamClient
 from gateway.identity import Authenticator
 from gateway.jwks import JWKSCache
@@ -294,6 +295,7 @@ def create_app(
             policy=policy,
             proxies=TrustedProxies(settings.trusted_proxies),
             max_body_bytes=settings.max_body_bytes,
+            header_limits=HeaderLimits(settings.max_header_bytes, settings.max_header_fields),
             cors=CorsPolicy(settings.cors_allowed_origins),
             security=SecurityHeaders(settings.public_url),
             authn=AuthenticationChain(

@@ -15,7 +15,7 @@ When the queue is full the event is spooled synchronously rather than dropped. `
 whatever is left and deletes the journal.
 
 Actions in use: ``auth.token_rejected`` (reason: the error code), ``auth.permission_denied``,
-``ratelimit.exceeded``, ``ratelimit.fallback``, ``ratelimit.recovered``, ``api_key.*``. Events
+``auth.csrf_failed``, ``ratelimit.exceeded``, ``ratelimit.fallback``, ``ratelimit.recovered``, ``api_key.*``. Events
 never carry token or key material.
 """
 

@@ -6,20 +6,18 @@ Database and connection errors (SQLAlchemy's, and the driver's ``OSError``) leav
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Insert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel, col, select
 
 from gateway.audit import AuditEvent
-from gateway.errors import DependencyUnavailable
+from gateway.db import unavailable_as
 
 __all__ = ["AuditRecord", "SqlAuditStore"]
 
@@ -78,15 +76,6 @@ def _event(record: AuditRecord) -> AuditEvent:
     )
 
 
-@asynccontextmanager
-async def _unavailable() -> AsyncIterator[None]:
-    """Turn database and connection errors raised inside into DependencyUnavailable."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as exc:
-        raise DependencyUnavailable("The audit store is unavailable") from exc
-
-
 class SqlAuditStore:
     """Audit events in the gateway's database (SQLite or PostgreSQL)."""
 
@@ -97,7 +86,7 @@ class SqlAuditStore:
         """Store events, skipping those already stored. Raises DependencyUnavailable."""
         if not events:
             return
-        async with _unavailable():
+        async with unavailable_as("The audit store"):
             await self._insert([_row(event) for event in events])
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
@@ -152,6 +141,6 @@ class SqlAuditStore:
         if until is not None:
             statement = statement.where(AuditRecord.at < _utc(until))
         statement = statement.order_by(col(AuditRecord.at).desc(), col(AuditRecord.id).desc())
-        async with _unavailable(), self._sessions() as session:
+        async with unavailable_as("The audit store"), self._sessions() as session:
             records = (await session.execute(statement.limit(limit))).scalars().all()
         return [_event(record) for record in records]

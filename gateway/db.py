@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -12,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlmodel import SQLModel
+
+from gateway.errors import DependencyUnavailable
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -34,3 +39,15 @@ async def create_schema(engine: AsyncEngine) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
+
+
+@asynccontextmanager
+async def unavailable_as(what: str) -> AsyncIterator[None]:
+    """Turn database and connection errors raised inside into DependencyUnavailable naming what.
+
+    Raises DependencyUnavailable.
+    """
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        raise DependencyUnavailable(f"{what} is unavailable") from exc

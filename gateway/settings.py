@@ -65,6 +65,8 @@ class GatewaySettings(BaseSettings):
     policy_file: str | None = None  # default: the packaged gateway/policy.toml
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
+    max_header_bytes: int = Field(default=16_384, gt=0)  # names and values of all fields
+    max_header_fields: int = Field(default=100, gt=0)
     cors_allowed_origins: list[str] = Field(default_factory=list)
 
     # Audit

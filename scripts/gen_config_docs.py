@@ -88,8 +88,14 @@ DESCRIPTIONS: dict[str, str] = {
     "MRO_GATEWAY_TRUSTED_PROXIES": "CIDRs of proxies whose `X-Forwarded-For` and `X-Request-ID` "
     "are believed.",
     "MRO_GATEWAY_MAX_BODY_BYTES": "Largest request body (413 beyond).",
+    "MRO_GATEWAY_MAX_HEADER_BYTES": "Largest total of request header field names and values "
+    "(431 beyond). The server buffers the head before the gateway sees it: bound it at the "
+    "ingress too.",
+    "MRO_GATEWAY_MAX_HEADER_FIELDS": "Most request header fields (431 beyond).",
     "MRO_GATEWAY_CORS_ALLOWED_ORIGINS": "Exact origins allowed to call cross-origin.",
-    "MRO_GATEWAY_AUDIT_SPOOL_DIR": "Folder where audit events wait while the database is down.",
+    "MRO_GATEWAY_AUDIT_SPOOL_DIR": "Folder of the audit journal (each event is written there "
+    "before its answer goes out) and of the spool where events wait while the database is down; "
+    "keep it on a volume that outlives the process.",
     # gateway/sessions.py
     "MRO_GATEWAY_SESSION_COOKIE_SECURE": "`false` only for plain http on loopback in "
     "development (drops `Secure` and the `__Host-` prefix); refused in production.",

@@ -21,6 +21,7 @@ from tests.gateway.harness import (
     raw_http,
     running,
     serve,
+    settings_for,
 )
 
 TECH = {"Authorization": "Bearer tech-token"}
@@ -131,3 +132,22 @@ def test_served_gateway_refuses_a_megabyte_field_it_was_handed(
     assert status == 431
     assert CODE.encode() in body
     assert upstream.received == []
+
+
+@pytest.mark.redis
+async def test_the_limits_come_from_the_gateway_settings(tmp_path: Path, redis_url: str) -> None:
+    """MRO_GATEWAY_MAX_HEADER_FIELDS and _BYTES reach the pipeline: 431 above them, 200 within."""
+    upstream = RecordingUpstream()
+    settings = settings_for(
+        tmp_path, redis_url=redis_url, max_header_fields=12, max_header_bytes=2_000
+    )
+    app = in_process_app(tmp_path, redis_url, upstream, settings=settings)
+    async with running(app) as http:
+        within = await http.get("/api/agents", headers=TECH)
+        many = await http.get(
+            "/api/agents", headers={**TECH, **{f"x-extra-{i}": "1" for i in range(12)}}
+        )
+        big = await http.get("/api/agents", headers={**TECH, "x-big": "v" * 2_000})
+    assert within.status_code == 200
+    assert (many.status_code, many.json()["code"]) == (431, CODE)
+    assert (big.status_code, big.json()["code"]) == (431, CODE)
