@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.keycloak import KEYCLOAK_VERSION
 from devstack.paths import ROOT
 from tests.infra import kustomize
 from tests.infra.images import is_pinned
@@ -233,14 +232,6 @@ def test_production_pins_the_images_it_renames() -> None:
             "@" + override["digest"] if "digest" in override else ":" + override["newTag"]
         )
         assert is_pinned(reference), reference
-
-
-def test_keycloak_runs_the_version_of_the_local_stack(trees: dict[str, kustomize.Tree]) -> None:
-    """Kubernetes, compose and the local stack run the same Keycloak release."""
-    keycloak = trees["base"].find("Keycloak", "mro-keycloak")
-    assert keycloak is not None
-    assert keycloak["spec"]["image"] == f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}"
-    assert f"quay.io/keycloak/keycloak:{KEYCLOAK_VERSION}" in (ROOT / "compose.yaml").read_text()
 
 
 def test_keycloak_resources_use_the_operator_api(trees: dict[str, kustomize.Tree]) -> None:
