@@ -15,8 +15,8 @@ When the queue is full the event is spooled synchronously rather than dropped. `
 whatever is left and deletes the journal.
 
 Actions in use: ``auth.token_rejected`` (reason: the error code), ``auth.permission_denied``,
-``auth.csrf_failed``, ``ratelimit.exceeded``, ``ratelimit.fallback``, ``ratelimit.recovered``, ``api_key.*``. Events
-never carry token or key material.
+``auth.csrf_failed``, ``ratelimit.exceeded``, ``ratelimit.fallback``, ``ratelimit.recovered``,
+``api_key.*``. Events never carry token or key material.
 """
 
 from __future__ import annotations
