@@ -1,45 +1,70 @@
-"""A streamed answer: relays the model's chunks and stores whatever arrived, however it ends."""
+"""A streamed answer: relays the model's chunks, each saved before the client is sent it.
+
+The answer's row is stored (``streaming``) before the model is called. A reader task takes the
+model's chunks as they arrive; the client gets them in batches, each sent once the text so far
+is saved. So a crash never loses text a client has seen, and at most one write per stream is in
+flight: when the database is slower than the model the batches grow, not the writes. The end
+(``StreamEnd``, or the model's error) is passed on only after the answer is stored for good:
+``complete``, ``partial`` when cut after some text, ``failed`` when the model gave nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import anyio
 
+from orchestrator.errors import StorageUnavailable
 from orchestrator.llm import LLMError, StreamDelta, StreamEnd, Usage
 from orchestrator.models import Message, MessageStatus
 from orchestrator.turns import Turn
 
 logger = logging.getLogger(__name__)
 
-StoreAnswer = Callable[[str, MessageStatus, Usage | None], Awaitable[Message]]
-"""Stores the answer's content, status and usage; called exactly once per stream."""
-
 # What an upstream stream that simply stops counts as: the end, without usage.
 _END = StreamEnd(usage=None, finish_reason=None)
 
+_Received = StreamDelta | StreamEnd | Exception
+
+
+class AnswerWriter(Protocol):
+    """Writes one answer's row (``ChatService`` binds it to the turn's answer)."""
+
+    async def save_progress(self, content: str) -> bool:
+        """Save the text so far; False once the row is no longer ``streaming``."""
+        ...
+
+    async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
+        """Store the final content, status and usage."""
+        ...
+
 
 class AnswerStream:
-    """A streamed answer: iterate ``events()``; ``finish()`` stores what arrived (idempotent).
+    """A streamed answer: ``start()``, then iterate ``events()``; ``finish()`` stores what arrived.
 
-    The id of the answer is known before it is stored, so it can be announced first.
+    ``finish`` is idempotent and runs however the stream ends (also when cancelled).
     """
 
     def __init__(
         self,
         turn: Turn,
-        message_id: uuid.UUID,
         upstream: AsyncIterator[StreamDelta | StreamEnd],
-        store: StoreAnswer,
+        writer: AnswerWriter,
     ) -> None:
         self.turn = turn
-        self._store = store
-        self.message_id = message_id
+        self.message_id: uuid.UUID = turn.answer.id
         self._upstream = upstream
-        self._first: StreamDelta | StreamEnd = _END
+        self._writer = writer
+        self._inbox: asyncio.Queue[_Received] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._held: list[_Received] = []
         self._parts: list[str] = []
+        self._saved_parts = 0
+        self._saving = True
         self._usage: Usage | None = None
         self._ended = False
         self._finished = False
@@ -50,50 +75,114 @@ class AnswerStream:
         return "".join(self._parts)
 
     async def start(self) -> None:
-        """Wait for the first upstream event; raises its LLMError after storing the failure."""
+        """Start reading the model and wait for its first event.
+
+        Raises the model's LLMError, after storing the answer as ``failed``, when it fails
+        before answering.
+        """
+        self._reader = asyncio.create_task(self._read(), name=f"answer-{self.message_id}")
         try:
-            self._first = await anext(self._upstream, _END)
+            first = await self._inbox.get()
+            if isinstance(first, Exception):
+                raise first
         except BaseException:
             await self.finish()
             raise
-        self._absorb(self._first)
+        self._held.append(first)
+
+    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError]:
+        """Deltas, then the StreamEnd; an LLMError instead when the model fails midway.
+
+        Other errors of the model client are raised, after the answer is stored.
+        """
+        try:
+            while True:
+                batch = self._held or [await self._inbox.get()]
+                self._held = []
+                batch += self._drain()
+                last = batch[-1]
+                if isinstance(last, StreamDelta):
+                    await self._save_progress()
+                else:
+                    await self.finish()
+                for item in batch:
+                    if not isinstance(item, StreamDelta | StreamEnd | LLMError):
+                        raise item
+                    yield item
+                if not isinstance(last, StreamDelta):
+                    return
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Stop reading the model and store the answer as it stands; runs even when cancelled."""
+        if self._finished:
+            return
+        self._finished = True
+        with anyio.CancelScope(shield=True):
+            await self._stop_reader()
+            await _aclose(self._upstream)
+            if self._ended:
+                status = MessageStatus.COMPLETE
+            elif self._parts:
+                status = MessageStatus.PARTIAL
+            else:
+                status = MessageStatus.FAILED
+            self.stored = await self._writer.store(self.content, status, self._usage)
+
+    async def _read(self) -> None:
+        """Move the model's events to the inbox, ending with a StreamEnd or the error raised."""
+        try:
+            async for item in self._upstream:
+                self._absorb(item)
+                self._inbox.put_nowait(item)
+                if isinstance(item, StreamEnd):
+                    return
+        except Exception as exc:
+            # Handed to the consumer, which stores the answer before it reports the error.
+            self._inbox.put_nowait(exc)
+            return
+        self._absorb(_END)
+        self._inbox.put_nowait(_END)
 
     def _absorb(self, item: StreamDelta | StreamEnd) -> None:
-        """Count item as received (stored even if the client never sees it)."""
+        """Count item as received: stored even if the client never sees it."""
         if isinstance(item, StreamEnd):
             self._usage = item.usage
             self._ended = True
         else:
             self._parts.append(item.content)
 
-    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError]:
-        """Deltas, then the StreamEnd; an LLMError instead when the upstream fails midway."""
-        item = self._first
-        try:
-            yield item
-            while not isinstance(item, StreamEnd):
-                item = await anext(self._upstream, _END)
-                self._absorb(item)
-                yield item
-        except LLMError as exc:
-            yield exc
-        finally:
-            await self.finish()
+    def _drain(self) -> list[_Received]:
+        """What has arrived and was not taken yet, without waiting."""
+        items: list[_Received] = []
+        while not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        return items
 
-    async def finish(self) -> None:
-        """Close the upstream and store the answer as it stands; runs even when cancelled."""
-        if self._finished:
+    async def _save_progress(self) -> None:
+        """Save the text received so far (everything in the batch about to be sent)."""
+        count = len(self._parts)
+        if not self._saving or count == self._saved_parts:
             return
-        self._finished = True
-        if self._ended:
-            status = MessageStatus.COMPLETE
-        elif self._parts:
-            status = MessageStatus.PARTIAL
+        try:
+            saved = await self._writer.save_progress("".join(self._parts[:count]))
+        except StorageUnavailable:
+            # Streaming goes on; the answer is stored when it ends, if the database is back.
+            logger.warning("saving answer %s failed; it is saved when it ends", self.message_id)
+            saved = False
         else:
-            status = MessageStatus.FAILED
-        with anyio.CancelScope(shield=True):
-            await _aclose(self._upstream)
-            self.stored = await self._store(self.content, status, self._usage)
+            if not saved:
+                logger.warning("answer %s is no longer streaming; not saved", self.message_id)
+        self._saving = saved
+        self._saved_parts = count
+
+    async def _stop_reader(self) -> None:
+        reader = self._reader
+        if reader is None or reader.done():
+            return
+        reader.cancel()
+        await asyncio.wait([reader])
 
 
 async def _aclose(iterator: AsyncIterator[object]) -> None:

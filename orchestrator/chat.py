@@ -1,19 +1,26 @@
 """Conversation turns: store the question, route it to an agent, answer, store the answer.
 
-The user's message is stored before the model is called, so an upstream failure never loses it.
-An answer is stored once, when it is final: ``complete``; ``partial`` when a stream was cut
-(client gone, upstream failed) after some text; ``failed`` when the model gave nothing. A retry
-with the same ``Idempotency-Key`` replays a stored answer and re-asks the model after a failure.
+The question is stored together with its answer's row (``streaming``, empty) before the model is
+called, so neither an upstream failure nor a crash loses the question, and every question has
+exactly one answer row. The row ends ``complete``; ``partial`` when a stream was cut (client
+gone, upstream failed) after some text; ``failed`` when the model gave nothing. A row left
+``streaming`` by a process that died reads as ``partial`` or ``failed`` once it is stale
+(``orchestrator.answer_liveness``).
+
+A retry with the same ``Idempotency-Key`` replays a ``complete`` or ``partial`` answer, answers
+409 while the first attempt is still being written, and after a ``failed`` or stale answer asks
+the model again: the new answer replaces the old one in the same row (same ids), the question is
+not stored twice.
 """
 
 from __future__ import annotations
 
 import uuid
-from functools import partial
 
 import anyio
 
 from orchestrator.agents import AGENTS, allowed_agents
+from orchestrator.answer_liveness import AnswerLiveness
 from orchestrator.answer_stream import AnswerStream
 from orchestrator.classifier import NoAgentAvailable, choose_explicit, classify_request
 from orchestrator.completion import generate_chat_completion, stream_chat_completion
@@ -35,12 +42,14 @@ class ChatService:
         repository: ConversationRepository,
         llm: LLMClient,
         *,
+        liveness: AnswerLiveness | None = None,
         min_confidence: float = 0.5,
         classifier_timeout: float = 10.0,
         max_history: int = 20,
     ) -> None:
         self._repository = repository
         self._llm = llm
+        self._liveness = liveness or AnswerLiveness()
         self._min_confidence = min_confidence
         self._classifier_timeout = classifier_timeout
         self._max_history = max_history
@@ -56,7 +65,7 @@ class ChatService:
         begun = await self._begin(principal, conversation_id, question)
         if isinstance(begun, Exchange):
             return begun
-        answer_id = _answer_id(begun)
+        writer = _AnswerRow(self._repository, begun.answer.id)
         try:
             completion = await generate_chat_completion(
                 self._llm,
@@ -67,11 +76,9 @@ class ChatService:
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._store_answer(begun, answer_id, "", MessageStatus.FAILED, None)
+                await writer.store("", MessageStatus.FAILED, None)
             raise
-        assistant = await self._store_answer(
-            begun, answer_id, completion.content, MessageStatus.COMPLETE, completion.usage
-        )
+        assistant = await writer.store(completion.content, MessageStatus.COMPLETE, completion.usage)
         return Exchange(user=begun.user, assistant=assistant)
 
     async def ask_streaming(
@@ -93,10 +100,7 @@ class ChatService:
             question.content,
             max_tokens=question.max_tokens,
         )
-        answer_id = _answer_id(begun)
-        stream = AnswerStream(
-            begun, answer_id, upstream, partial(self._store_answer, begun, answer_id)
-        )
+        stream = AnswerStream(begun, upstream, _AnswerRow(self._repository, begun.answer.id))
         await stream.start()
         return stream
 
@@ -110,20 +114,21 @@ class ChatService:
         if not options:
             raise NoAgentAvailable("The caller may not use any agent")
         explicit = choose_explicit(question.agent, options) if question.agent else None
-        user, failed_answer = None, None
+        earlier: tuple[Message, Message] | None = None
         if question.idempotency_key is not None:
-            earlier = await self._earlier_attempt(principal, conversation, question)
-            if isinstance(earlier, Exchange):
-                return earlier
-            user, failed_answer = earlier
-        if user is None:
-            user = await self._repository.add_message(
+            attempt = await self._earlier_attempt(principal, conversation, question)
+            if isinstance(attempt, Exchange):
+                return attempt
+            earlier = attempt
+        if earlier is None:
+            user, answer = await self._repository.add_question(
                 conversation,
-                role=Role.USER,
                 content=question.content,
                 idempotency_key=question.idempotency_key,
                 request_id=question.request_id,
             )
+        else:
+            user, answer = earlier
         try:
             history = await self._history(conversation, user)
             classification = explicit or await classify_request(
@@ -133,95 +138,97 @@ class ChatService:
                 min_confidence=self._min_confidence,
                 timeout=self._classifier_timeout,
             )
+            answer = await self._repository.update_message(
+                answer.id,
+                agent=classification.agent,
+                confidence=classification.confidence,
+                classification_method=classification.method,
+                classification_usage=classification.usage,
+            )
         except BaseException:
-            # Without an answer the key would stay "in progress" for good: record the failure.
-            if failed_answer is None:
-                with anyio.CancelScope(shield=True):
-                    await self._repository.add_message(
-                        conversation,
-                        role=Role.ASSISTANT,
-                        content="",
-                        status=MessageStatus.FAILED,
-                        reply_to_id=user.id,
-                        request_id=question.request_id,
-                    )
+            # Without a final status the key would stay "in progress" until the row is stale.
+            with anyio.CancelScope(shield=True):
+                await self._repository.update_message(answer.id, status=MessageStatus.FAILED)
             raise
         return Turn(
             conversation=conversation,
             user=user,
+            answer=answer,
             agent=AGENTS[classification.agent],
             classification=classification,
             history=history,
             question=question,
-            failed_answer=failed_answer,
         )
 
     async def _earlier_attempt(
         self, principal: Principal, conversation: Conversation, question: Question
-    ) -> Exchange | tuple[Message | None, Message | None]:
-        """A replayable Exchange, or (stored question, failed answer) to answer again."""
+    ) -> Exchange | tuple[Message, Message] | None:
+        """A replayable Exchange; (stored question, claimed answer) to answer again; or None.
+
+        Raises IdempotencyKeyReused for a different request, IdempotencyInProgress while the
+        earlier attempt is still being answered.
+        """
         assert question.idempotency_key is not None  # noqa: S101 - checked by the caller
         earlier = await self._repository.find_by_idempotency_key(
             principal.sub, question.idempotency_key
         )
         if earlier is None:
-            return None, None
+            return None
         if earlier.conversation_id != conversation.id or earlier.content != question.content:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used for a different request"
             )
+        in_progress = IdempotencyInProgress(
+            "A request with this Idempotency-Key is still being processed"
+        )
         answer = await self._repository.find_reply(earlier.id)
         if answer is None:
-            raise IdempotencyInProgress(
-                "A request with this Idempotency-Key is still being processed"
+            # A question stored before answers got their row with it: retried once stale.
+            if earlier.created_at >= self._liveness.stale_before():
+                raise in_progress
+            return earlier, await self._repository.add_message(
+                conversation,
+                role=Role.ASSISTANT,
+                content="",
+                status=MessageStatus.STREAMING,
+                reply_to_id=earlier.id,
+                request_id=question.request_id,
             )
-        if answer.status == MessageStatus.FAILED:
-            return earlier, answer
-        return Exchange(user=earlier, assistant=answer, replayed=True)
+        if answer.status in (MessageStatus.COMPLETE, MessageStatus.PARTIAL):
+            return Exchange(user=earlier, assistant=answer, replayed=True)
+        claimed = await self._repository.claim_answer(
+            answer.id, stale_before=self._liveness.stale_before()
+        )
+        if claimed is None:
+            raise in_progress
+        return earlier, claimed
 
     async def _history(self, conversation: Conversation, user: Message) -> list[tuple[str, str]]:
-        """The turns before user's message that reached the model's answer, oldest first."""
+        """The turns before user's message that reached the model's answer, oldest first.
+
+        Answers still being written by another request are left out; stale ones count as cut.
+        """
         history: list[tuple[str, str]] = []
         for message in await self._repository.list_messages(conversation.id):
             if message.id == user.id:
                 break
-            if message.status != MessageStatus.FAILED and message.content:
+            status = self._liveness.status_of(message)
+            if status not in (MessageStatus.FAILED, MessageStatus.STREAMING) and message.content:
                 history.append((message.role, message.content))
         return history[-self._max_history :] if self._max_history else []
 
-    async def _store_answer(
-        self,
-        turn: Turn,
-        answer_id: uuid.UUID,
-        content: str,
-        status: MessageStatus,
-        usage: Usage | None,
-    ) -> Message:
-        classification = turn.classification
-        if turn.failed_answer is not None:
-            return await self._repository.update_message(
-                turn.failed_answer.id,
-                content=content,
-                status=status,
-                usage=usage,
-                agent=classification.agent,
-                confidence=classification.confidence,
-                classification_method=classification.method,
-            )
-        return await self._repository.add_message(
-            turn.conversation,
-            message_id=answer_id,
-            role=Role.ASSISTANT,
-            content=content,
-            status=status,
-            reply_to_id=turn.user.id,
-            agent=classification.agent,
-            confidence=classification.confidence,
-            classification_method=classification.method,
-            usage=usage,
-            request_id=turn.question.request_id,
+
+class _AnswerRow:
+    """The ``AnswerWriter`` of one answer row."""
+
+    def __init__(self, repository: ConversationRepository, answer_id: uuid.UUID) -> None:
+        self._repository = repository
+        self._answer_id = answer_id
+
+    async def save_progress(self, content: str) -> bool:
+        return await self._repository.save_progress(self._answer_id, content)
+
+    async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
+        return await self._repository.update_message(
+            self._answer_id, content=content, status=status, usage=usage
         )
-
-
-def _answer_id(turn: Turn) -> uuid.UUID:
-    return turn.failed_answer.id if turn.failed_answer is not None else uuid.uuid4()

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.agents import Agent
 from orchestrator.errors import PermissionDenied
-from orchestrator.llm import ChatMessage, LLMClient, LLMError
+from orchestrator.llm import ChatMessage, LLMClient, LLMError, Usage
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,13 @@ _DEFAULT_CONFIDENCE = 0.2
 
 @dataclass(frozen=True, slots=True)
 class Classification:
+    """The chosen agent; ``usage`` is the routing call's, None when no model answered it."""
+
     agent: str
     confidence: float
     reasoning: str
     method: Literal["model", "keywords", "explicit"]
+    usage: Usage | None = None
 
 
 class NoAgentAvailable(PermissionDenied):
@@ -98,8 +101,9 @@ async def classify_request(
     """The agent for ``query``, always one of ``options``.
 
     Falls back to ``classify_by_keywords`` when the model fails, is late, answers outside the
-    schema or the options, or is less confident than ``min_confidence``.
-    Raises NoAgentAvailable when ``options`` is empty.
+    schema or the options, or is less confident than ``min_confidence``. The routing call's
+    token usage goes with the result whenever the model answered, also when its answer was not
+    used. Raises NoAgentAvailable when ``options`` is empty.
     """
     if not options:
         raise NoAgentAvailable("The caller may not use any agent")
@@ -115,19 +119,22 @@ async def classify_request(
         return _fallback(query, options, f"model error {exc.code}")
     except TimeoutError:
         return _fallback(query, options, "model timeout")
+    usage = completion.usage
     try:
         answer = _ModelAnswer.model_validate_json(completion.content)
     except ValidationError:
-        return _fallback(query, options, "unreadable model answer")
+        return _fallback(query, options, "unreadable model answer", usage)
     if answer.agent not in {agent.name for agent in options}:
-        return _fallback(query, options, "model chose an agent outside the options")
+        return _fallback(query, options, "model chose an agent outside the options", usage)
     if answer.confidence < min_confidence:
-        return _fallback(query, options, f"model confidence {answer.confidence:.2f} too low")
+        reason = f"model confidence {answer.confidence:.2f} too low"
+        return _fallback(query, options, reason, usage)
     return Classification(
         agent=answer.agent,
         confidence=answer.confidence,
         reasoning=answer.reasoning.strip()[:_MAX_REASONING],
         method="model",
+        usage=usage,
     )
 
 
@@ -168,7 +175,9 @@ def choose_explicit(name: str, options: Sequence[Agent]) -> Classification:
     )
 
 
-def _fallback(query: str, options: Sequence[Agent], reason: str) -> Classification:
+def _fallback(
+    query: str, options: Sequence[Agent], reason: str, usage: Usage | None = None
+) -> Classification:
     log.info("Classifier falls back to keywords: %s", reason)
     result = classify_by_keywords(query, options)
     return Classification(
@@ -176,6 +185,7 @@ def _fallback(query: str, options: Sequence[Agent], reason: str) -> Classificati
         confidence=result.confidence,
         reasoning=f"{result.reasoning} (Model not used: {reason}.)",
         method="keywords",
+        usage=usage,
     )
 
 

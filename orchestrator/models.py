@@ -59,6 +59,10 @@ class Role(StrEnum):
 
 
 class MessageStatus(StrEnum):
+    # The answer is being written: stored before the model is called, its text saved as it
+    # streams. A row left in this state by a process that died is read back as partial or
+    # failed once it is stale (``orchestrator.answer_liveness``).
+    STREAMING = "streaming"
     COMPLETE = "complete"
     # The answer was cut (client went away, upstream failed mid-stream): content is what arrived.
     PARTIAL = "partial"
@@ -112,6 +116,14 @@ class Message(OrchestratorTable, table=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    # Tokens of the classifier's routing call; null when no model answered it (explicit agent,
+    # or keywords after a failed call).
+    classification_prompt_tokens: int | None = None
+    classification_completion_tokens: int | None = None
+    classification_total_tokens: int | None = None
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    # Last write of the row; a streaming answer not written for too long is stale. Nullable only
+    # because SQLite cannot add a NOT NULL column to a table in place; every write sets it.
+    updated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))

@@ -31,13 +31,12 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A question stored and routed, waiting for its answer."""
+    """A question stored and routed; ``answer`` is its ``streaming`` row, to be written."""
 
     conversation: Conversation
     user: Message
+    answer: Message
     agent: Agent
     classification: Classification
     history: list[tuple[str, str]]
     question: Question
-    # The stored answer of an earlier attempt that failed: the new answer replaces it.
-    failed_answer: Message | None = None

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from orchestrator.answer_liveness import AnswerLiveness
 from orchestrator.api import agents, conversations, health, messages
 from orchestrator.api.authentication import AssertionMiddleware
 from orchestrator.api.resources import Resources, State
@@ -61,6 +62,9 @@ def create_app(
     settings = settings or OrchestratorSettings()
     now = clock or time.time
 
+    def utc_clock() -> datetime:
+        return datetime.fromtimestamp(now(), UTC)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
@@ -73,9 +77,8 @@ def create_app(
             if model is None:
                 model = AzureLLMClient(llm_settings(settings))
                 stack.push_async_callback(model.aclose)
-            repository = ConversationRepository(
-                engine, clock=lambda: datetime.fromtimestamp(now(), UTC)
-            )
+            repository = ConversationRepository(engine, clock=utc_clock)
+            liveness = AnswerLiveness.for_settings(settings, clock=utc_clock)
             yield {
                 "resources": Resources(
                     settings=settings,
@@ -91,9 +94,11 @@ def create_app(
                         clock=now,
                     ),
                     llm=model,
+                    liveness=liveness,
                     chat=ChatService(
                         repository,
                         model,
+                        liveness=liveness,
                         min_confidence=settings.classifier_min_confidence,
                         classifier_timeout=settings.classifier_timeout_seconds,
                         max_history=settings.max_history_messages,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response
 
-from orchestrator.api.dependencies import CurrentPrincipal, Repository, require
+from orchestrator.api.dependencies import CurrentPrincipal, Liveness, Repository, require
 from orchestrator.api.schemas import (
     ConversationCreate,
     ConversationDetail,
@@ -62,7 +62,10 @@ async def list_conversations(
 
 @router.get("/{conversation_id}")
 async def get_conversation(
-    conversation_id: uuid.UUID, principal: CurrentPrincipal, repository: Repository
+    conversation_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    repository: Repository,
+    liveness: Liveness,
 ) -> ConversationDetail:
     if principal.has(READ_ALL):
         conversation = await repository.get_conversation(conversation_id)
@@ -75,7 +78,7 @@ async def get_conversation(
     messages = await repository.list_messages(conversation.id)
     return ConversationDetail(
         **ConversationOut.of(conversation).model_dump(),
-        messages=[MessageOut.of(message) for message in messages],
+        messages=[MessageOut.of(m, liveness.status_of(m)) for m in messages],
     )
 
 

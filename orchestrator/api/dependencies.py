@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from orchestrator.answer_liveness import AnswerLiveness
 from orchestrator.api.resources import Resources
 from orchestrator.chat import ChatService
 from orchestrator.errors import AuthenticationError, PermissionDenied
@@ -32,6 +33,10 @@ def get_chat(request: Request) -> ChatService:
     return get_resources(request).chat
 
 
+def get_liveness(request: Request) -> AnswerLiveness:
+    return get_resources(request).liveness
+
+
 def get_principal(request: Request) -> Principal:
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:  # pragma: no cover - the assertion middleware guarantees one
@@ -53,4 +58,5 @@ def require(permission: str) -> Callable[[Principal], Principal]:
 Settings = Annotated[OrchestratorSettings, Depends(get_settings)]
 Repository = Annotated[ConversationRepository, Depends(get_repository)]
 Chat = Annotated[ChatService, Depends(get_chat)]
+Liveness = Annotated[AnswerLiveness, Depends(get_liveness)]
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

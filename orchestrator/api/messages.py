@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from orchestrator.api.dependencies import Chat, require
-from orchestrator.api.schemas import ExchangeOut, MessageCreate, MessageOut, usage_of
+from orchestrator.api.schemas import (
+    ExchangeOut,
+    MessageCreate,
+    MessageOut,
+    classification_usage_of,
+    usage_of,
+)
 from orchestrator.api.sse import EventStreamResponse, encode_event, wants_event_stream
 from orchestrator.chat import AnswerStream, Exchange, Question
 from orchestrator.identity import Principal
@@ -89,6 +95,7 @@ def _meta(
     agent: str | None,
     confidence: Any,
     method: str | None,
+    classification_usage: dict[str, int] | None,
 ) -> bytes:
     return encode_event(
         "meta",
@@ -98,6 +105,7 @@ def _meta(
             "method": method,
             "message_id": str(message_id),
             "user_message_id": str(user_id),
+            "classification_usage": classification_usage,
         },
     )
 
@@ -110,6 +118,7 @@ async def _live(stream: AnswerStream) -> AsyncGenerator[bytes, None]:
         classification.agent,
         classification.confidence,
         classification.method,
+        _usage(classification.usage),
     )
     async for event in stream.events():
         if isinstance(event, StreamDelta):
@@ -134,8 +143,14 @@ def _error_event(error: LLMError, stream: AnswerStream) -> dict[str, Any]:
 
 async def _replay(exchange: Exchange) -> AsyncGenerator[bytes, None]:
     answer = exchange.assistant
+    routing = classification_usage_of(answer)
     yield _meta(
-        answer.id, exchange.user.id, answer.agent, answer.confidence, answer.classification_method
+        answer.id,
+        exchange.user.id,
+        answer.agent,
+        answer.confidence,
+        answer.classification_method,
+        routing.model_dump() if routing else None,
     )
     if answer.content:
         yield encode_event("delta", {"content": answer.content})

@@ -7,6 +7,7 @@ from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.answer_liveness import AnswerLiveness
 from orchestrator.chat import ChatService
 from orchestrator.identity import AssertionVerifier
 from orchestrator.jwks import KeySource
@@ -23,6 +24,7 @@ class Resources:
     keys: KeySource
     verifier: AssertionVerifier
     llm: LLMClient
+    liveness: AnswerLiveness
     chat: ChatService
 
 

@@ -67,21 +67,24 @@ class MessageOut(BaseModel):
     confidence: float | None
     method: str | None
     usage: UsageOut | None
+    classification_usage: UsageOut | None
     created_at: datetime
 
     @classmethod
-    def of(cls, message: Message) -> MessageOut:
+    def of(cls, message: Message, status: str | None = None) -> MessageOut:
+        """The message as the API shows it; ``status`` overrides the stored one (a stale answer)."""
         return cls(
             id=message.id,
             conversation_id=message.conversation_id,
             role=message.role,
             content=message.content,
-            status=message.status,
+            status=status or message.status,
             reply_to=message.reply_to_id,
             agent=message.agent,
             confidence=message.confidence,
             method=message.classification_method,
             usage=usage_of(message),
+            classification_usage=classification_usage_of(message),
             created_at=message.created_at,
         )
 
@@ -94,6 +97,17 @@ def usage_of(message: Message) -> UsageOut | None:
         prompt_tokens=message.prompt_tokens or 0,
         completion_tokens=message.completion_tokens or 0,
         total_tokens=message.total_tokens,
+    )
+
+
+def classification_usage_of(message: Message) -> UsageOut | None:
+    """The token counts of the routing call stored with message, if a model answered it."""
+    if message.classification_total_tokens is None:
+        return None
+    return UsageOut(
+        prompt_tokens=message.classification_prompt_tokens or 0,
+        completion_tokens=message.classification_completion_tokens or 0,
+        total_tokens=message.classification_total_tokens,
     )
 
 

@@ -15,7 +15,13 @@ from starlette.responses import JSONResponse, Response
 from orchestrator.fake_azure import wire
 from orchestrator.fake_azure.answers import default_content
 from orchestrator.fake_azure.responses import CutBody, ScriptedStream
-from orchestrator.fake_azure.scenario import Fault, RecordedCall, Scenario, Script
+from orchestrator.fake_azure.scenario import (
+    Fault,
+    RecordedCall,
+    RecordedUsage,
+    Scenario,
+    Script,
+)
 from orchestrator.fake_azure.settings import FakeAzureSettings
 from orchestrator.fake_azure.tokens import count_tokens, prompt_tokens, split_chunks, truncate
 
@@ -121,6 +127,8 @@ class ChatCompletions:
 
         content, finish_reason = _content(body, script)
         usage = _usage(body, content, script)
+        if _reports_usage(body, fault):
+            self._scenario.record_usage(RecordedUsage(seq=seq, **usage))
         completion_id = f"chatcmpl-local-{seq:06d}"
         created = int(self._clock())
         model = self._settings.model
@@ -196,6 +204,16 @@ def _usage(body: Mapping[str, Any], content: str, script: Script | None) -> dict
             scripted.prompt_tokens, scripted.completion_tokens, scripted.total_tokens
         )
     return wire.usage_body(prompt_tokens(body["messages"]), count_tokens(content))
+
+
+def _reports_usage(body: Mapping[str, Any], fault: Fault | None) -> bool:
+    """Whether the answer about to be sent carries its usage whole to the client."""
+    if fault is not None and fault.kind in ("cut", "malformed"):
+        return False
+    if body.get("stream") is not True:
+        return True
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _auth_kind(headers: Headers) -> AuthKind:

@@ -5,6 +5,7 @@
 | ``POST /_control/responses`` | ``Script`` + ``repeat`` | the next ``repeat`` calls play it |
 | ``POST /_control/faults`` | ``Fault`` + ``count`` | the next ``count`` calls play the fault |
 | ``GET /_control/calls`` | | ``{"calls": [RecordedCall...], "pending": n}`` |
+| ``GET /_control/usage`` | | ``{"usage": [RecordedUsage...]}``: the usage each answer carried |
 | ``POST /_control/reset`` | | forget scripts and calls |
 
 Scripts and faults share one queue, consumed in order, one per chat completions call.
@@ -48,6 +49,10 @@ def control_routes(scenario: Scenario) -> list[Route]:
         calls = [call.model_dump(mode="json") for call in scenario.calls]
         return JSONResponse({"calls": calls, "pending": scenario.pending})
 
+    async def list_usage(request: Request) -> Response:
+        usage = [item.model_dump(mode="json") for item in scenario.usage]
+        return JSONResponse({"usage": usage})
+
     async def reset(request: Request) -> Response:
         scenario.reset()
         return Response(status_code=204)
@@ -56,6 +61,7 @@ def control_routes(scenario: Scenario) -> list[Route]:
         Route("/responses", queue_response, methods=["POST"]),
         Route("/faults", inject_fault, methods=["POST"]),
         Route("/calls", list_calls, methods=["GET"]),
+        Route("/usage", list_usage, methods=["GET"]),
         Route("/reset", reset, methods=["POST"]),
     ]
 

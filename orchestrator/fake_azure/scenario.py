@@ -77,13 +77,24 @@ class RecordedCall(BaseModel):
     fault: FaultKind | None
 
 
+class RecordedUsage(BaseModel):
+    """The token usage an answer carried to its client (what Azure would bill), by call."""
+
+    seq: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class Scenario:
-    """A FIFO of scripts, consumed one per call, and the log of the last ``max_calls`` calls."""
+    """A FIFO of scripts, consumed one per call, and the log of the last ``max_calls`` calls
+    and of the usage their answers reported."""
 
     def __init__(self, max_calls: int = 1000) -> None:
         self._scripts: deque[Script] = deque()
         # Bounded: a long-running development server must not grow without limit.
         self._calls: deque[RecordedCall] = deque(maxlen=max_calls)
+        self._usage: deque[RecordedUsage] = deque(maxlen=max_calls)
         self._seq = 0
 
     @property
@@ -93,6 +104,10 @@ class Scenario:
     @property
     def calls(self) -> list[RecordedCall]:
         return list(self._calls)
+
+    @property
+    def usage(self) -> list[RecordedUsage]:
+        return list(self._usage)
 
     def push(self, script: Script, times: int = 1) -> None:
         self._scripts.extend([script] * times)
@@ -107,6 +122,10 @@ class Scenario:
     def record(self, call: RecordedCall) -> None:
         self._calls.append(call)
 
+    def record_usage(self, usage: RecordedUsage) -> None:
+        self._usage.append(usage)
+
     def reset(self) -> None:
         self._scripts.clear()
         self._calls.clear()
+        self._usage.clear()

@@ -1,15 +1,274 @@
-"""A streamed answer: what counts as received, complete, partial; closing never loses it."""
+"""A streamed answer: saved before it is sent, stored before it ends, however it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import pytest
 
+from orchestrator.agents import AGENTS
+from orchestrator.answer_stream import AnswerStream
 from orchestrator.chat import ChatService, Exchange, Question
-from orchestrator.llm import StreamDelta, StreamEnd
+from orchestrator.classifier import choose_explicit
+from orchestrator.errors import StorageUnavailable
+from orchestrator.llm import ChatMessage, LLMUnavailable, StreamDelta, StreamEnd, Usage
+from orchestrator.models import Conversation, Message, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
+from orchestrator.turns import Turn
 from tests.fixtures.orchestrator import ScriptedLLM, make_principal
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+Item = StreamDelta | StreamEnd | Exception
+
+
+class Upstream:
+    """A model stream the test feeds item by item; it records whether it was closed."""
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[Item | None] = asyncio.Queue()
+        self.closed = False
+        # Set whenever the reader has taken everything sent so far.
+        self.drained = asyncio.Event()
+
+    def send(self, *items: Item | None) -> None:
+        """Queue items; None ends the stream without a StreamEnd; an exception is raised."""
+        self.drained.clear()
+        for item in items:
+            self._items.put_nowait(item)
+
+    def __aiter__(self) -> Upstream:
+        return self
+
+    async def __anext__(self) -> StreamDelta | StreamEnd:
+        item = await self._items.get()
+        if self._items.empty():
+            self.drained.set()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Writer:
+    """An AnswerWriter that records its writes; a save can be held until released."""
+
+    def __init__(self) -> None:
+        self.saves: list[str] = []
+        self.stored: list[tuple[str, MessageStatus, Usage | None]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.saving = asyncio.Event()
+        self.save_result: bool | Exception = True
+
+    async def save_progress(self, content: str) -> bool:
+        self.saves.append(content)
+        self.saving.set()
+        await self.hold.wait()
+        if isinstance(self.save_result, Exception):
+            raise self.save_result
+        return self.save_result
+
+    async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
+        self.stored.append((content, status, usage))
+        return answer_row(content, status)
+
+
+def answer_row(content: str = "", status: MessageStatus = MessageStatus.STREAMING) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        conversation_id=uuid.uuid4(),
+        owner_sub="u1",
+        role=Role.ASSISTANT,
+        content=content,
+        status=status,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def make_turn() -> Turn:
+    """A routed turn whose answer row is ``streaming`` and empty."""
+    conversation = Conversation(owner_sub="u1", created_at=NOW, updated_at=NOW)
+    question = Message(
+        conversation_id=conversation.id, owner_sub="u1", role=Role.USER, content="q", created_at=NOW
+    )
+    return Turn(
+        conversation=conversation,
+        user=question,
+        answer=answer_row(),
+        agent=AGENTS["documentation"],
+        classification=choose_explicit("documentation", [AGENTS["documentation"]]),
+        history=[],
+        question=Question("q"),
+    )
+
+
+async def started(upstream: Upstream, writer: Writer) -> AnswerStream:
+    stream = AnswerStream(make_turn(), upstream, writer)
+    await stream.start()
+    return stream
+
+
+class FedLLM(ScriptedLLM):
+    """A model whose stream is an ``Upstream`` the test feeds."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        super().__init__()
+        self.upstream = upstream
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
+    ) -> AsyncIterator[StreamDelta | StreamEnd]:
+        return self.upstream
+
+
+async def test_each_delta_is_saved_before_it_is_sent(repository: ConversationRepository) -> None:
+    """The answer row exists before the first word and holds every word the client was sent."""
+    conversation_id = (await repository.create_conversation(owner_sub="u1")).id
+    upstream = Upstream()
+    upstream.send(StreamDelta("Check "))
+    service = ChatService(repository, FedLLM(upstream))
+    stream = await service.ask_streaming(
+        make_principal(), conversation_id, Question("q", agent="documentation")
+    )
+    assert not isinstance(stream, Exchange)
+    before = (await repository.list_messages(conversation_id))[-1]
+    assert (before.id, before.status, before.content) == (stream.message_id, "streaming", "")
+    events = stream.events()
+    sent = ""
+    for word in ("the ", "AMM ", "task."):
+        event = await anext(events)
+        assert isinstance(event, StreamDelta)
+        sent += event.content
+        stored = (await repository.list_messages(conversation_id))[-1]
+        assert (stored.content, stored.status) == (sent, "streaming")
+        upstream.send(StreamDelta(word))
+    upstream.send(StreamEnd(Usage(5, 4, 9), "stop"))
+    rest = [event async for event in events]
+    assert isinstance(rest[-1], StreamEnd)
+    stored = (await repository.list_messages(conversation_id))[-1]
+    assert (stored.content, stored.status, stored.total_tokens) == (
+        "Check the AMM task.",
+        "complete",
+        9,
+    )
+
+
+async def test_chunks_arriving_during_a_save_go_out_after_the_next_one() -> None:
+    """While a save is in flight chunks queue up; the next save covers them all at once."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("a"))
+    stream = await started(upstream, writer)
+    events = stream.events()
+    writer.hold.clear()
+    first = asyncio.create_task(anext(events))
+    await writer.saving.wait()
+    upstream.send(StreamDelta("b"), StreamDelta("c"))
+    await upstream.drained.wait()
+    writer.hold.set()
+    assert await first == StreamDelta("a")
+    assert await anext(events) == StreamDelta("b")
+    assert await anext(events) == StreamDelta("c")
+    assert writer.saves == ["a", "abc"]
+    upstream.send(StreamEnd(None, "stop"))
+    assert isinstance(await anext(events), StreamEnd)
+    await events.aclose()
+
+
+async def test_the_end_is_passed_on_only_after_the_answer_is_stored() -> None:
+    """The StreamEnd reaches the client after the complete answer and its usage are stored."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("Done."), StreamEnd(Usage(1, 2, 3), "stop"))
+    stream = await started(upstream, writer)
+    async for event in stream.events():
+        if isinstance(event, StreamEnd):
+            assert writer.stored == [("Done.", MessageStatus.COMPLETE, Usage(1, 2, 3))]
+    assert len(writer.stored) == 1
+
+
+async def test_an_error_midway_is_passed_on_after_the_partial_answer_is_stored() -> None:
+    """A model failing midway: the text so far is stored as partial, then the error is sent."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("Half "), LLMUnavailable("gone"))
+    stream = await started(upstream, writer)
+    events = [event async for event in stream.events()]
+    assert events[0] == StreamDelta("Half ")
+    assert isinstance(events[1], LLMUnavailable)
+    assert writer.stored == [("Half ", MessageStatus.PARTIAL, None)]
+
+
+async def test_failure_before_the_first_chunk_stores_failed_and_raises() -> None:
+    """A model that fails at once raises its error from start, after storing a failed answer."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(LLMUnavailable("busy"))
+    with pytest.raises(LLMUnavailable):
+        await started(upstream, writer)
+    assert writer.stored == [("", MessageStatus.FAILED, None)]
+
+
+async def test_an_unexpected_client_error_is_raised_after_storing() -> None:
+    """An error that is not the model's own still leaves the received text stored."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("Some"), RuntimeError("bug"))
+    stream = await started(upstream, writer)
+    events = stream.events()
+    assert await anext(events) == StreamDelta("Some")
+    with pytest.raises(RuntimeError, match="bug"):
+        await anext(events)
+    assert writer.stored == [("Some", MessageStatus.PARTIAL, None)]
+
+
+async def test_a_failing_save_keeps_the_stream_going_and_stores_at_the_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database error while saving progress is logged; the stream goes on and is stored."""
+    upstream, writer = Upstream(), Writer()
+    writer.save_result = StorageUnavailable("down")
+    upstream.send(StreamDelta("a"))
+    stream = await started(upstream, writer)
+    events = stream.events()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.answer_stream"):
+        assert await anext(events) == StreamDelta("a")
+    assert "saving answer" in caplog.text
+    upstream.send(StreamDelta("b"))
+    assert await anext(events) == StreamDelta("b")
+    upstream.send(None)
+    assert [type(event) async for event in events] == [StreamEnd]
+    assert writer.saves == ["a"]
+    assert writer.stored == [("ab", MessageStatus.COMPLETE, None)]
+
+
+async def test_progress_stops_once_the_answer_is_no_longer_streaming() -> None:
+    """When the row was finished elsewhere, later chunks are sent but not saved again."""
+    upstream, writer = Upstream(), Writer()
+    writer.save_result = False
+    upstream.send(StreamDelta("a"))
+    stream = await started(upstream, writer)
+    events = stream.events()
+    assert await anext(events) == StreamDelta("a")
+    upstream.send(StreamDelta("b"), None)
+    assert [event async for event in events] == [StreamDelta("b"), StreamEnd(None, None)]
+    assert writer.saves == ["a"]
+
+
+async def test_finishing_early_stops_the_reader_and_stores_what_arrived() -> None:
+    """A client gone while the model is silent: reading stops, the stream closes, text is kept."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("part"))
+    stream = await started(upstream, writer)
+    await stream.finish()
+    await stream.finish()
+    assert upstream.closed
+    assert writer.stored == [("part", MessageStatus.PARTIAL, None)]
 
 
 async def test_stream_without_end_marker_counts_as_complete(
@@ -60,9 +319,10 @@ async def test_failing_upstream_close_is_logged_and_the_answer_kept(
         make_principal(), conversation_id, Question("q", agent="documentation")
     )
     assert not isinstance(stream, Exchange)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.chat"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.answer_stream"):
         await stream.finish()
         await stream.finish()
     assert "closing the model stream failed" in caplog.text
     answer = (await repository.list_messages(conversation_id))[-1]
-    assert (answer.content, answer.status) == ("part", "partial")
+    # The reader took the whole (short) stream before the client went: it is complete.
+    assert (answer.content, answer.status) == ("part", "complete")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.answer_liveness import AnswerLiveness
 from orchestrator.chat import ChatService, Question
-from orchestrator.models import MessageStatus, Role
+from orchestrator.db import create_engine
+from orchestrator.errors import IdempotencyInProgress
+from orchestrator.models import Conversation, Message, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
 from tests.fixtures.orchestrator import ScriptedLLM, make_principal
 
@@ -82,3 +87,161 @@ async def test_cancelled_routing_records_a_failure_and_a_retry_answers(
     exchange = await service.ask(make_principal(), conversation_id, question)
     assert exchange.assistant.status == "complete"
     assert len(await repository.list_messages(conversation_id)) == 2
+
+
+class Clock:
+    """A UTC clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+STALE_AFTER = timedelta(seconds=60)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def timed(database_url: str, clock: Clock) -> AsyncIterator[ConversationRepository]:
+    """A repository whose timestamps come from the test's clock."""
+    engine = create_engine(database_url)
+    yield ConversationRepository(engine, clock=clock)
+    await engine.dispose()
+
+
+def service_at(repository: ConversationRepository, llm: ScriptedLLM, clock: Clock) -> ChatService:
+    return ChatService(repository, llm, liveness=AnswerLiveness(STALE_AFTER, clock))
+
+
+async def crashed_turn(
+    repository: ConversationRepository, key: str, text: str = "The APU starter is"
+) -> tuple[Conversation, Message, Message]:
+    """What a process killed mid-stream leaves: a question, a streaming answer with some text."""
+    conversation = await repository.create_conversation(owner_sub="u1")
+    question, answer = await repository.add_question(
+        conversation, content="Where is the APU starter?", idempotency_key=key
+    )
+    await repository.update_message(answer.id, agent="documentation", confidence=1.0)
+    await repository.save_progress(answer.id, text)
+    return conversation, question, answer
+
+
+async def test_a_retry_while_the_answer_is_still_written_is_in_progress(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+) -> None:
+    """Until the streaming answer is stale, its key answers IdempotencyInProgress (409)."""
+    conversation, _, _ = await crashed_turn(timed, "k-live")
+    clock.advance(STALE_AFTER.total_seconds())
+    service = service_at(timed, scripted_llm, clock)
+    question = Question(
+        "Where is the APU starter?", agent="documentation", idempotency_key="k-live"
+    )
+    with pytest.raises(IdempotencyInProgress):
+        await service.ask(make_principal(), conversation.id, question)
+    assert scripted_llm.sent == []
+
+
+async def test_a_retry_of_a_stale_answer_answers_again_under_the_same_ids(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+) -> None:
+    """Once stale, the same key asks the model again; the answer replaces the cut one in place."""
+    conversation, question, answer = await crashed_turn(timed, "k-stale")
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    service = service_at(timed, scripted_llm, clock)
+    retry = Question("Where is the APU starter?", agent="documentation", idempotency_key="k-stale")
+    exchange = await service.ask(make_principal(), conversation.id, retry)
+    assert not exchange.replayed
+    assert (exchange.user.id, exchange.assistant.id) == (question.id, answer.id)
+    assert (exchange.assistant.content, exchange.assistant.status) == (
+        "Scripted answer.",
+        "complete",
+    )
+    stored = await timed.list_messages(conversation.id)
+    assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_two_retries_of_a_stale_answer_answer_it_once(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+) -> None:
+    """Of two retries at once, one takes the stale answer over, the other is told it is busy."""
+    conversation, _, _ = await crashed_turn(timed, "k-twice")
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    service = service_at(timed, scripted_llm, clock)
+    retry = Question("Where is the APU starter?", agent="documentation", idempotency_key="k-twice")
+    outcomes = await asyncio.gather(
+        service.ask(make_principal(), conversation.id, retry),
+        service.ask(make_principal(), conversation.id, retry),
+        return_exceptions=True,
+    )
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+        "Exchange",
+        "IdempotencyInProgress",
+    ]
+    assert len(scripted_llm.sent) == 1
+
+
+async def test_a_stale_question_without_an_answer_row_is_answered(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+) -> None:
+    """A question stored before answers had their row gets one when its key is retried late."""
+    conversation = await timed.create_conversation(owner_sub="u1")
+    question = await timed.add_message(
+        conversation, role=Role.USER, content="q", idempotency_key="k-old"
+    )
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    service = service_at(timed, scripted_llm, clock)
+    exchange = await service.ask(
+        make_principal(),
+        conversation.id,
+        Question("q", agent="documentation", idempotency_key="k-old"),
+    )
+    assert exchange.user.id == question.id
+    assert exchange.assistant.reply_to_id == question.id
+    assert len(await timed.list_messages(conversation.id)) == 2
+
+
+async def test_history_keeps_stale_text_and_leaves_out_answers_being_written(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+) -> None:
+    """A stale answer counts as cut text; another request's answer still streaming is left out."""
+    conversation = await timed.create_conversation(owner_sub="u1")
+    _, cut = await timed.add_question(conversation, content="q-old")
+    await timed.save_progress(cut.id, "cut text")
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    _, live = await timed.add_question(conversation, content="q-live")
+    await timed.save_progress(live.id, "live text")
+    clock.advance(1)
+    service = service_at(timed, scripted_llm, clock)
+    await service.ask(make_principal(), conversation.id, Question("q-new", agent="documentation"))
+    assert [m["content"] for m in scripted_llm.sent[-1][1:]] == [
+        "q-old",
+        "cut text",
+        "q-live",
+        "q-new",
+    ]
+
+
+async def test_the_routing_calls_usage_is_stored_with_the_answer(
+    repository: ConversationRepository, scripted_llm: ScriptedLLM
+) -> None:
+    """A question routed by the model keeps that call's token counts beside the answer's."""
+    conversation_id = (await repository.create_conversation(owner_sub="u1")).id
+    scripted_llm.answer = '{"agent": "documentation", "confidence": 0.9, "reasoning": "manual"}'
+    service = ChatService(repository, scripted_llm)
+    exchange = await service.ask(make_principal(), conversation_id, Question("Which AMM task?"))
+    stored = (await repository.list_messages(conversation_id))[-1]
+    assert exchange.assistant.classification_method == "model"
+    assert (
+        stored.classification_prompt_tokens,
+        stored.classification_completion_tokens,
+        stored.classification_total_tokens,
+    ) == (1, 2, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -41,7 +42,19 @@ async def test_valid_model_answer_is_used(llm: AzureLLMClient, azure: FakeAzure)
     """A schema-valid, confident model answer within the options is taken as is."""
     azure.queue_response(answer("planning", 0.83, "It asks for a check slot."))
     result = await classify_request("Anything", ALL, llm)
-    assert result == Classification("planning", 0.83, "It asks for a check slot.", "model")
+    assert result == Classification(
+        "planning", 0.83, "It asks for a check slot.", "model", usage=result.usage
+    )
+
+
+async def test_the_routing_calls_usage_is_what_the_server_reported(
+    llm: AzureLLMClient, azure: FakeAzure
+) -> None:
+    """The classification carries the routing call's token counts as the server recorded them."""
+    result = await classify_request(QUERY, ALL, llm)
+    [call] = azure.calls()
+    assert result.usage is not None
+    assert asdict(result.usage) == azure.usage()[call.seq]
 
 
 async def test_request_restricts_the_schema_to_the_options(
@@ -88,6 +101,9 @@ async def test_unusable_model_answers_fall_back_to_keywords(
     assert result.method == "keywords"
     assert result.agent == classify_by_keywords(QUERY, options).agent == "troubleshooting"
     assert "Model not used" in result.reasoning
+    # The model answered, so its call was paid for and is reported.
+    assert result.usage is not None
+    assert asdict(result.usage) == azure.usage()[azure.calls()[0].seq]
 
 
 @pytest.mark.parametrize(
@@ -100,7 +116,7 @@ async def test_model_errors_fall_back_to_keywords(
     """Upstream errors and unreadable answers give the keyword choice instead of an error."""
     azure.inject_fault(kind, **extra)
     result = await classify_request(QUERY, ALL, llm)
-    assert (result.agent, result.method) == ("troubleshooting", "keywords")
+    assert (result.agent, result.method, result.usage) == ("troubleshooting", "keywords", None)
 
 
 async def test_slow_model_falls_back_within_the_timeout(

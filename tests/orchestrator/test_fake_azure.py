@@ -399,3 +399,27 @@ def test_call_log_is_bounded() -> None:
             )
         )
     assert [call.seq for call in scenario.calls] == [2, 3]
+
+
+async def test_usage_log_holds_what_each_answer_carried(
+    http: httpx.AsyncClient, azure: FakeAzure
+) -> None:
+    """Answers and streams with include_usage are logged with their usage; the others are not."""
+    whole = (await http.post(PATH, headers=KEY, json=chat())).json()
+    streamed = await sse_payloads(http, chat(stream=True, stream_options={"include_usage": True}))
+    await sse_payloads(http, chat(stream=True))
+    azure.inject_fault("cut", after_chunks=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await read_lines(http, chat(stream=True, stream_options={"include_usage": True}), [])
+    await http.post(PATH, json=chat())  # refused: no credential
+    usage = (await http.get("/_control/usage")).json()["usage"]
+    answered = [call.seq for call in azure.calls()[:2]]
+    assert [item.pop("seq") for item in usage] == answered
+    assert usage == [whole["usage"], streamed[-2]["usage"]]
+
+
+async def test_reset_forgets_the_usage_log(http: httpx.AsyncClient, azure: FakeAzure) -> None:
+    """Reset empties the usage log too."""
+    await http.post(PATH, headers=KEY, json=chat())
+    azure.reset()
+    assert (await http.get("/_control/usage")).json() == {"usage": []}

@@ -44,7 +44,7 @@ def test_migrate_upgrades_the_database(
 ) -> None:
     """``migrate`` creates the schema and reports the revision."""
     assert main(["migrate"]) == 0
-    assert "database at revision 0001" in capsys.readouterr().out
+    assert "database at revision 0002" in capsys.readouterr().out
     assert environment.is_file()
 
 

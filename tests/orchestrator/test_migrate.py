@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -24,8 +27,11 @@ from orchestrator.migrate import (
     downgrade,
     upgrade,
 )
-from orchestrator.models import OrchestratorTable
+from orchestrator.models import OrchestratorTable, UTCDateTime
+from orchestrator.repository import ConversationRepository
 from tests.fixtures.postgres import fresh_schema
+
+HEAD = "0002"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -55,10 +61,10 @@ def _differences(connection: Connection) -> list[object]:
 async def test_upgrade_creates_tables_and_downgrade_removes_them(
     empty_engine: AsyncEngine,
 ) -> None:
-    """upgrade head creates both tables at revision 0001; downgrade base leaves none."""
+    """upgrade head creates both tables at the newest revision; downgrade base leaves none."""
     assert await current_revision(empty_engine) is None
     await upgrade(empty_engine)
-    assert await current_revision(empty_engine) == "0001"
+    assert await current_revision(empty_engine) == HEAD
     async with empty_engine.connect() as connection:
         assert {"conversations", "messages", VERSION_TABLE} <= await connection.run_sync(_tables)
     await downgrade(empty_engine, "base")
@@ -78,13 +84,13 @@ async def test_upgrade_twice_is_a_no_op(empty_engine: AsyncEngine) -> None:
     """Running the startup migration on an up-to-date database changes nothing."""
     await upgrade(empty_engine)
     await upgrade(empty_engine)
-    assert await current_revision(empty_engine) == "0001"
+    assert await current_revision(empty_engine) == HEAD
 
 
 async def test_replicas_starting_together_both_migrate(empty_engine: AsyncEngine) -> None:
     """Two upgrades at once (two replicas starting) both succeed and leave one schema."""
     await asyncio.gather(upgrade(empty_engine), upgrade(empty_engine))
-    assert await current_revision(empty_engine) == "0001"
+    assert await current_revision(empty_engine) == HEAD
 
 
 def test_migrations_run_from_a_url_on_their_own_engine(tmp_path: Path) -> None:
@@ -117,3 +123,92 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS_DIR.parent.name == "orchestrator"
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
+
+
+CONVERSATION, QUESTION, CUT, EMPTY = (uuid.uuid4() for _ in range(4))
+_CONVERSATION_COLUMNS = (
+    ("id", sa.Uuid()),
+    ("owner_sub", sa.String()),
+    ("owner_name", sa.String()),
+    ("title", sa.String()),
+    ("created_at", UTCDateTime()),
+    ("updated_at", UTCDateTime()),
+)
+_MESSAGE_COLUMNS = (
+    ("id", sa.Uuid()),
+    ("conversation_id", sa.Uuid()),
+    ("owner_sub", sa.String()),
+    ("role", sa.String()),
+    ("content", sa.Text()),
+    ("status", sa.String()),
+    ("created_at", UTCDateTime()),
+)
+
+
+def _old_rows(connection: Connection) -> None:
+    """A conversation with a question and an unfinished answer, as revision 0001 held them."""
+    written = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    conversations = sa.table(
+        "conversations",
+        *(sa.column(name, type_) for name, type_ in _CONVERSATION_COLUMNS),
+    )
+    messages = sa.table("messages", *(sa.column(name, type_) for name, type_ in _MESSAGE_COLUMNS))
+    connection.execute(
+        conversations.insert().values(
+            id=CONVERSATION,
+            owner_sub="u1",
+            owner_name="",
+            title="",
+            created_at=written,
+            updated_at=written,
+        )
+    )
+    for message_id, role, status, content in (
+        (QUESTION, "user", "complete", "q"),
+        (CUT, "assistant", "streaming", "Some words"),
+        (EMPTY, "assistant", "streaming", ""),
+    ):
+        connection.execute(
+            messages.insert().values(
+                id=message_id,
+                conversation_id=CONVERSATION,
+                owner_sub="u1",
+                role=role,
+                content=content,
+                status=status,
+                created_at=written,
+            )
+        )
+
+
+async def test_upgrade_dates_existing_messages_by_their_creation(
+    empty_engine: AsyncEngine,
+) -> None:
+    """0002 gives every existing message its creation time as last write and no routing usage."""
+    await upgrade(empty_engine, "0001")
+    async with empty_engine.begin() as connection:
+        await connection.run_sync(_old_rows)
+    await upgrade(empty_engine)
+    messages = await ConversationRepository(empty_engine).list_messages(CONVERSATION)
+    assert len(messages) == 3
+    for message in messages:
+        assert message.updated_at == message.created_at
+        assert message.classification_total_tokens is None
+
+
+async def test_downgrade_ends_answers_still_streaming(empty_engine: AsyncEngine) -> None:
+    """Going back to 0001, unfinished answers become partial (with text) or failed (empty)."""
+    await upgrade(empty_engine, "0001")
+    async with empty_engine.begin() as connection:
+        await connection.run_sync(_old_rows)
+    await upgrade(empty_engine)
+    await downgrade(empty_engine, "0001")
+    assert await current_revision(empty_engine) == "0001"
+    async with empty_engine.connect() as connection:
+        rows = (await connection.execute(sa.text("SELECT id, status FROM messages"))).all()
+        columns = await connection.run_sync(
+            lambda sync: {c["name"] for c in inspect(sync).get_columns("messages")}
+        )
+    statuses = {uuid.UUID(str(row[0])): row[1] for row in rows}
+    assert statuses == {QUESTION: "complete", CUT: "partial", EMPTY: "failed"}
+    assert not {"updated_at", "classification_total_tokens"} & columns

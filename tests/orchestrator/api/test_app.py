@@ -111,7 +111,7 @@ async def test_startup_migrates_and_the_own_model_client_answers(
     )
     engine = create_engine(url)
     try:
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == "0002"
     finally:
         await engine.dispose()
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from orchestrator.models import Role
-from tests.fixtures.orchestrator import Orchestrator
+from tests.fixtures.orchestrator import FakeClock, Orchestrator
 
 
 async def test_create_returns_the_conversation(orchestrator: Orchestrator) -> None:
@@ -216,3 +216,30 @@ async def test_wrong_method_is_405_problem(orchestrator: Orchestrator) -> None:
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
     assert response.headers["allow"]
+
+
+async def test_an_answer_left_streaming_reads_as_partial_or_failed_once_stale(
+    timed_orchestrator: Orchestrator, clock: FakeClock
+) -> None:
+    """An answer no process writes any more shows as streaming, then as partial or failed."""
+    app = timed_orchestrator
+    conversation_id = await app.conversation()
+    repository = app.resources.repository
+    conversation = await repository.get_conversation(uuid.UUID(conversation_id))
+    assert conversation is not None
+    _, cut = await repository.add_question(conversation, content="Where is the APU starter?")
+    await repository.save_progress(cut.id, "The APU starter is")
+    clock.advance(1)
+    await repository.add_question(conversation, content="And its part number?")
+
+    async def answers() -> list[tuple[str, str]]:
+        response = await app.http.get(
+            f"/api/conversations/{conversation_id}", headers=app.as_user()
+        )
+        assert response.status_code == 200
+        messages = response.json()["messages"]
+        return [(m["status"], m["content"]) for m in messages if m["role"] == "assistant"]
+
+    assert await answers() == [("streaming", "The APU starter is"), ("streaming", "")]
+    clock.advance(app.resources.liveness.stale_after.total_seconds() + 1)
+    assert await answers() == [("partial", "The APU starter is"), ("failed", "")]

@@ -10,9 +10,15 @@ import pytest
 
 from orchestrator.agents import AGENTS
 from orchestrator.llm import AzureLLMClient
-from orchestrator.models import Role
+from orchestrator.models import Message, Role
 from tests.fixtures.azure import FakeAzure
-from tests.fixtures.orchestrator import Orchestrator, orchestrator_for, settings_for_tests
+from tests.fixtures.orchestrator import (
+    FakeClock,
+    Orchestrator,
+    orchestrator_for,
+    parse_sse,
+    settings_for_tests,
+)
 
 QUESTION = "Hydraulic pressure drops when the gear retracts, what should I check?"
 
@@ -342,3 +348,99 @@ async def test_malformed_idempotency_key_is_422(orchestrator: Orchestrator, key:
         headers=[(k.encode(), v.encode()) for k, v in headers.items()],
     )
     assert response.status_code == 422
+
+
+async def test_classification_usage_is_what_the_model_server_recorded(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """The routing call's and the answer's token counts match the server's record exactly."""
+    azure.queue_response(classified("troubleshooting"))
+    conversation_id = await orchestrator.conversation()
+    response = await send(orchestrator, conversation_id, key="routed-1")
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    classify, answer_call = azure.calls()
+    recorded = azure.usage()
+    assert answer["method"] == "model"
+    assert answer["classification_usage"] == recorded[classify.seq]
+    assert answer["usage"] == recorded[answer_call.seq]
+
+    replayed = await send(orchestrator, conversation_id, key="routed-1")
+    assert replayed.json()["assistant_message"]["classification_usage"] == recorded[classify.seq]
+    detail = await orchestrator.http.get(
+        f"/api/conversations/{conversation_id}", headers=orchestrator.as_user()
+    )
+    assert detail.json()["messages"][1]["classification_usage"] == recorded[classify.seq]
+
+
+async def test_no_classification_usage_without_a_model_answer(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """An explicit agent, or keywords after a failed routing call, report null usage for it."""
+    conversation_id = await orchestrator.conversation()
+    explicit = await send(
+        orchestrator, conversation_id, {"content": QUESTION, "agent": "documentation"}
+    )
+    assert explicit.json()["assistant_message"]["classification_usage"] is None
+    azure.inject_fault("500")
+    fallback = (await send(orchestrator, conversation_id)).json()["assistant_message"]
+    assert (fallback["method"], fallback["classification_usage"]) == ("keywords", None)
+
+
+async def crashed_answer(app: Orchestrator, key: str) -> tuple[str, Message, Message]:
+    """What a process killed mid-answer leaves: the question and a streaming answer with text."""
+    conversation_id = await app.conversation()
+    repository = app.resources.repository
+    conversation = await repository.get_conversation(uuid.UUID(conversation_id))
+    assert conversation is not None
+    question, answer = await repository.add_question(
+        conversation, content=QUESTION, idempotency_key=key
+    )
+    await repository.save_progress(answer.id, "Check the hydraulic")
+    return conversation_id, question, answer
+
+
+async def test_retry_of_an_answer_cut_by_a_crash_is_answered_once_stale(
+    timed_orchestrator: Orchestrator, clock: FakeClock
+) -> None:
+    """409 while the answer may still be written; then the same key gets a new answer, same ids."""
+    app = timed_orchestrator
+    conversation_id, question, answer = await crashed_answer(app, "crash-1")
+    body = {"content": QUESTION, "agent": "documentation"}
+    busy = await send(app, conversation_id, body, key="crash-1")
+    assert busy.status_code == 409
+    assert busy.json()["code"] == "idempotency_in_progress"
+
+    clock.advance(app.resources.liveness.stale_after.total_seconds() + 1)
+    retried = await send(app, conversation_id, body, key="crash-1")
+    assert retried.status_code == 201, retried.text
+    assert "idempotent-replayed" not in retried.headers
+    exchange = retried.json()
+    assert (exchange["user_message"]["id"], exchange["assistant_message"]["id"]) == (
+        str(question.id),
+        str(answer.id),
+    )
+    assert exchange["assistant_message"]["status"] == "complete"
+    assert not exchange["assistant_message"]["content"].startswith("Check the hydraulic")
+    assert len(await stored(app, conversation_id)) == 2
+
+
+async def test_streamed_retry_of_an_answer_cut_by_a_crash_streams_a_new_one(
+    timed_orchestrator: Orchestrator, clock: FakeClock
+) -> None:
+    """A streamed retry of a stale answer streams a fresh answer into the same row."""
+    app = timed_orchestrator
+    conversation_id, _, answer = await crashed_answer(app, "crash-2")
+    clock.advance(app.resources.liveness.stale_after.total_seconds() + 1)
+    headers = {**app.as_user(), "Idempotency-Key": "crash-2", "accept": "text/event-stream"}
+    response = await app.http.post(
+        f"/api/conversations/{conversation_id}/messages",
+        json={"content": QUESTION, "agent": "documentation"},
+        headers=headers,
+    )
+    events = parse_sse(response.text)
+    assert (events[0][0], events[-1][0]) == ("meta", "done")
+    assert events[0][1]["message_id"] == str(answer.id)
+    text = "".join(data["content"] for name, data in events if name == "delta")
+    final = (await stored(app, conversation_id))[-1]
+    assert (final.id, final.status, final.content) == (answer.id, "complete", text)

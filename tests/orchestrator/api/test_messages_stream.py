@@ -251,3 +251,31 @@ async def test_done_without_upstream_usage_says_null(
         )
         answer = (await stored(orchestrator, conversation_id))[-1]
         assert (answer.content, answer.total_tokens) == ("Short answer.", None)
+
+
+async def test_meta_reports_the_routing_calls_usage_as_recorded(
+    orchestrator: Orchestrator, azure: FakeAzure
+) -> None:
+    """meta carries the classifier's usage and done the answer's, each as the server recorded it."""
+    azure.queue_response('{"agent": "troubleshooting", "confidence": 0.8, "reasoning": "fault"}')
+    conversation_id = await orchestrator.conversation()
+    events = parse_sse(
+        (await stream(orchestrator, conversation_id, {"content": QUESTION}, key="s-1")).text
+    )
+    classify, answer_call = azure.calls()
+    recorded = azure.usage()
+    meta, done = events[0][1], events[-1][1]
+    assert meta["classification_usage"] == recorded[classify.seq]
+    assert done["usage"] == recorded[answer_call.seq]
+
+    replay = parse_sse(
+        (await stream(orchestrator, conversation_id, {"content": QUESTION}, key="s-1")).text
+    )
+    assert replay[0][1]["classification_usage"] == recorded[classify.seq]
+
+
+async def test_meta_has_no_routing_usage_for_an_explicit_agent(orchestrator: Orchestrator) -> None:
+    """A question that names its agent costs no routing call: classification_usage is null."""
+    conversation_id = await orchestrator.conversation()
+    meta = parse_sse((await stream(orchestrator, conversation_id)).text)[0][1]
+    assert (meta["method"], meta["classification_usage"]) == ("explicit", None)
