@@ -13,9 +13,10 @@ become gateway errors here, where they enter:
 from __future__ import annotations
 
 import http.cookiejar
-from collections.abc import AsyncIterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import aiohttp
 import httpx
@@ -73,43 +74,131 @@ class UpstreamClient(Protocol):
         ...
 
 
-class _AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.headers: Sequence[tuple[bytes, bytes]] = response.raw_headers
+_Pool = TypeVar("_Pool")
+
+
+class _Outgoing(NamedTuple):
+    method: str
+    url: str
+    headers: Sequence[tuple[str, str]]
+    body: AsyncIterator[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failures:
+    """How one library's exceptions become gateway errors, before and after the head arrived."""
+
+    unavailable: tuple[type[Exception], ...]
+    timeout: tuple[type[Exception], ...]
+    any: tuple[type[Exception], ...]
+
+    def on_send(self, exc: Exception) -> UpstreamError:
+        if isinstance(exc, self.unavailable):
+            return UpstreamUnavailable("The orchestrator cannot be reached.")
+        if isinstance(exc, self.timeout):
+            return UpstreamTimeout("The orchestrator did not answer in time.")
+        return UpstreamError("The orchestrator's answer was not usable.")
+
+    def on_read(self, exc: Exception) -> UpstreamError:
+        if isinstance(exc, self.timeout):
+            return UpstreamTimeout("The orchestrator stopped sending its response.")
+        return UpstreamError("The orchestrator's response broke off.")
+
+
+class _Response:
+    """A library's streamed response behind ``UpstreamResponse``: errors translated, and told on
+    close whether the body was read to the end (a connection goes back to the pool only then)."""
+
+    __slots__ = ("_chunks", "_done", "_failures", "_finish", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        chunks: AsyncIterator[bytes],
+        failures: _Failures,
+        finish: Callable[[bool], Awaitable[None]],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._chunks = chunks
+        self._failures = failures
+        self._finish = finish
         self._done = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._chunks:
                 yield chunk
-        except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-            raise UpstreamTimeout("The orchestrator stopped sending its response.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("The orchestrator's response broke off.") from exc
+        except self._failures.any as exc:
+            raise self._failures.on_read(exc) from exc
         self._done = True
 
     async def aclose(self) -> None:
-        if self._done:
-            self._response.release()
-        else:
-            self._response.close()
+        await self._finish(self._done)
 
 
-class AiohttpUpstreamClient:
-    """The default client: aiohttp's connection pool (lowest added latency measured here)."""
+class _PooledClient(ABC, Generic[_Pool]):
+    """What every library shares: the pool's lifetime, the not-started check and the error
+    translation; a subclass creates, uses and closes its library's pool."""
 
-    def __init__(self, timeouts: Timeouts, pool_size: int = 100) -> None:
-        self._timeouts = timeouts
-        self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+    _failures: _Failures
+
+    def __init__(self) -> None:
+        self._pool: _Pool | None = None
+
+    @abstractmethod
+    def _create(self) -> _Pool: ...
+
+    @abstractmethod
+    async def _close(self, pool: _Pool) -> None: ...
+
+    @abstractmethod
+    async def _open(self, pool: _Pool, request: _Outgoing) -> _Response: ...
 
     async def start(self) -> None:
+        self._pool = self._create()
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await self._close(pool)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: AsyncIterator[bytes] | None,
+    ) -> UpstreamResponse:
+        """Send a request and return once the response's head arrived; raises UpstreamError."""
+        if self._pool is None:
+            raise UpstreamUnavailable("The upstream client is not started.")
+        try:
+            return await self._open(self._pool, _Outgoing(method, url, headers, body))
+        except self._failures.any as exc:
+            raise self._failures.on_send(exc) from exc
+
+
+class AiohttpUpstreamClient(_PooledClient[aiohttp.ClientSession]):
+    """The default client: aiohttp's connection pool (lowest added latency measured here)."""
+
+    _failures = _Failures(
+        unavailable=(aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError),
+        timeout=(TimeoutError, aiohttp.SocketTimeoutError),
+        any=(TimeoutError, aiohttp.ClientError),
+    )
+
+    def __init__(self, timeouts: Timeouts, pool_size: int = 100) -> None:
+        super().__init__()
+        self._timeouts = timeouts
+        self._pool_size = pool_size
+
+    def _create(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -122,58 +211,37 @@ class AiohttpUpstreamClient:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
         )
 
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def _close(self, pool: aiohttp.ClientSession) -> None:
+        await pool.close()
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: AsyncIterator[bytes] | None,
-    ) -> UpstreamResponse:
-        if self._session is None:
-            raise UpstreamUnavailable("The upstream client is not started.")
-        try:
-            response = await self._session.request(
-                method, url, headers=list(headers), data=body, allow_redirects=False
-            )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise UpstreamUnavailable("The orchestrator cannot be reached.") from exc
-        except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
-            raise UpstreamTimeout("The orchestrator did not answer in time.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError("The orchestrator's answer was not usable.") from exc
-        return _AiohttpResponse(response)
+    async def _open(self, pool: aiohttp.ClientSession, request: _Outgoing) -> _Response:
+        method, url, headers, body = request
+        response = await pool.request(
+            method, url, headers=headers, data=body, allow_redirects=False
+        )
 
+        async def finish(done: bool) -> None:
+            if done:
+                response.release()
+            else:
+                response.close()
 
-class _HttpxResponse:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers: Sequence[tuple[bytes, bytes]] = response.headers.raw
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("The orchestrator stopped sending its response.") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError("The orchestrator's response broke off.") from exc
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
+        chunks = response.content.iter_any()
+        return _Response(response.status, response.raw_headers, chunks, self._failures, finish)
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-class HttpxUpstreamClient:
+class HttpxUpstreamClient(_PooledClient[httpx.AsyncClient]):
     """The same contract on httpx (``transport`` lets tests and benchmarks swap the wire)."""
+
+    _failures = _Failures(
+        unavailable=(httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout),
+        timeout=(httpx.TimeoutException,),
+        any=(httpx.HTTPError,),
+    )
 
     def __init__(
         self,
@@ -181,14 +249,14 @@ class HttpxUpstreamClient:
         pool_size: int = 100,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__()
         self._timeouts = timeouts
         self._pool_size = pool_size
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
 
-    async def start(self) -> None:
+    def _create(self) -> httpx.AsyncClient:
         t = self._timeouts
-        self._client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
             limits=httpx.Limits(
                 max_connections=self._pool_size, max_keepalive_connections=self._pool_size
@@ -199,27 +267,16 @@ class HttpxUpstreamClient:
             transport=self._transport,
         )
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    async def _close(self, pool: httpx.AsyncClient) -> None:
+        await pool.aclose()
 
-    async def send(
-        self,
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: AsyncIterator[bytes] | None,
-    ) -> UpstreamResponse:
-        if self._client is None:
-            raise UpstreamUnavailable("The upstream client is not started.")
-        request = self._client.build_request(method, url, headers=list(headers), content=body)
-        try:
-            response = await self._client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise UpstreamUnavailable("The orchestrator cannot be reached.") from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("The orchestrator did not answer in time.") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError("The orchestrator's answer was not usable.") from exc
-        return _HttpxResponse(response)
+    async def _open(self, pool: httpx.AsyncClient, request: _Outgoing) -> _Response:
+        method, url, headers, body = request
+        built = pool.build_request(method, url, headers=headers, content=body)
+        response = await pool.send(built, stream=True)
+
+        async def finish(done: bool) -> None:
+            await response.aclose()
+
+        chunks = response.aiter_raw()
+        return _Response(response.status_code, response.headers.raw, chunks, self._failures, finish)
