@@ -52,7 +52,7 @@ _PROBLEM_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 class AssertionIssuer(Protocol):
     """Signs the identity assertion the orchestrator trusts."""
 
-    def sign(self, identity: Identity, request_id: str) -> str: ...
+    def sign(self, identity: Identity) -> str: ...
 
 
 class ClientDisconnected(Exception):
@@ -128,9 +128,7 @@ class Proxy:
             ("x-request-id", context.request_id),
         ]
         if context.identity is not None:
-            added.append(
-                (ASSERTION_HEADER, self._signer.sign(context.identity, context.request_id))
-            )
+            added.append((ASSERTION_HEADER, self._signer.sign(context.identity)))
         return added
 
     async def forward(

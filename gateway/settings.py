@@ -48,6 +48,8 @@ class GatewaySettings(BaseSettings):
     assertion_issuer: str = "mro-gateway"
     assertion_audience: str = "mro-orchestrator"
     assertion_lifetime_seconds: int = 60
+    # How long one signed assertion serves the same identity; unset: a sixth of the lifetime.
+    assertion_reuse_seconds: float | None = Field(default=None, ge=0)
     # PEM of the ES256 signing key(s); first one signs, all are published. Empty in development:
     # an ephemeral key is generated at start.
     assertion_signing_keys: list[SecretStr] = Field(default_factory=list)

@@ -70,6 +70,9 @@ DESCRIPTIONS: dict[str, str] = {
     "MRO_GATEWAY_ASSERTION_ISSUER": "`iss` of the identity assertions sent to the orchestrator.",
     "MRO_GATEWAY_ASSERTION_AUDIENCE": "`aud` of the identity assertions.",
     "MRO_GATEWAY_ASSERTION_LIFETIME_SECONDS": "Lifetime of one identity assertion.",
+    "MRO_GATEWAY_ASSERTION_REUSE_SECONDS": "How long one signed assertion is sent again for the "
+    "same identity (same claims); unset: a sixth of the lifetime; 0: a signature per request; at "
+    "most half the lifetime.",
     "MRO_GATEWAY_ASSERTION_SIGNING_KEYS": "ES256 private keys (PEM, from `mro-admin keys "
     "generate`): the first signs, all are published at `/.well-known/jwks.json`. Required in "
     "production; in development an ephemeral key is made at start.",
