@@ -6,15 +6,23 @@ window). One ``EVALSHA`` per request checks all of the request's limits and coun
 of them only if each has room, and returns what is left, so the response fields need no second
 round trip. The keys of one request share a hash tag (``{caller}``), so the script also runs on
 Redis Cluster.
+
+Requests that reach the limiter in the same turn of the event loop share that round trip: their
+script calls go to Redis as one pipeline (one pooled connection, one write, one read), each call
+still atomic on its own. Under load this spares most of redis-py's cost per command; a lone
+request goes out as a plain ``EVALSHA`` one loop turn later.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.ratelimit import Decision, Limit, LimiterUnavailable, Usage
 
@@ -76,8 +84,78 @@ return result
 """
 
 
+_Call = tuple[Sequence[str], Sequence[str | int], "asyncio.Future[Any]"]
+
+
+class _BatchedScript:
+    """Runs one Lua script for every caller of one event-loop turn in a single pipeline."""
+
+    def __init__(self, redis: Redis, script: str) -> None:
+        self._redis = redis
+        self._script = script
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self._pending: list[_Call] = []
+        # The sending tasks, held until done (the event loop keeps only weak references).
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """The script's reply; raises what Redis or the connection raised."""
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((keys, args, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        # A task of its own: a caller that goes away must not cancel the others' round trip.
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            replies = await self._replies(batch)
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if again:
+                # Redis restarted or its script cache was flushed: load it and run again the
+                # calls that did not run (only those: the others have counted their hits).
+                await self._redis.script_load(self._script)
+                retried = await self._replies([batch[i] for i in again])
+                for i, reply in zip(again, retried, strict=True):
+                    replies[i] = reply
+        except Exception as exc:
+            # Every caller gets the error and maps it (LimiterUnavailable).
+            replies = [exc] * len(batch)
+        except BaseException:
+            # Cancelled itself (the loop is closing): nobody may wait for ever.
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _replies(self, batch: list[_Call]) -> list[Any]:
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
+            try:
+                return [await self._redis.evalsha(self._sha, len(keys), *keys, *args)]
+            except NoScriptError as exc:
+                return [exc]
+        pipeline = self._redis.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipeline.evalsha(self._sha, len(keys), *keys, *args)
+        return list(await pipeline.execute(raise_on_error=False))
+
+
 class RedisWindowLimiter:
-    """Moving-window limits on Redis, one round trip per check."""
+    """Moving-window limits on Redis, one round trip per check (shared by concurrent checks)."""
 
     def __init__(
         self, redis: Redis, namespace: str, clock: Callable[[], float] = time.time
@@ -85,7 +163,7 @@ class RedisWindowLimiter:
         self._redis = redis
         self._namespace = namespace
         self._clock = clock
-        self._script = redis.register_script(_SCRIPT)
+        self._script = _BatchedScript(redis, _SCRIPT)
         self._keys: dict[tuple[str, Limit], str] = {}
 
     def _key(self, key: str, limit: Limit) -> str:
@@ -106,7 +184,7 @@ class RedisWindowLimiter:
         for limit in limits:
             args += [limit.amount, limit.window]
         try:
-            reply = await self._script(keys=[self._key(key, limit) for limit in limits], args=args)
+            reply = await self._script([self._key(key, limit) for limit in limits], args)
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
         usages = tuple(

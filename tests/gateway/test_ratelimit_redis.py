@@ -1,17 +1,20 @@
-"""The limiters themselves: one suite over the Redis script, limits' RedisStorage and memory."""
+"""The limiters themselves: one suite over the Redis script, limits' RedisStorage and memory;
+the script's shared round trips."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from redis.asyncio import Redis
 
-from gateway.ratelimit import Limit, Limiter, namespace
+from devstack.procs import free_port
+from gateway.ratelimit import Limit, Limiter, LimiterUnavailable, namespace
 from gateway.ratelimit_fallback import LimitsLimiter
 from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
 from tests.gateway.harness import FakeMonotonic
@@ -118,3 +121,78 @@ async def test_strategies_use_separate_key_spaces(redis: Redis, redis_url: str) 
     assert (await moving.hit("sub:a", (FIVE,))).allowed
     assert namespace("k", "fixed", config) != namespace("k", STRATEGY, config)
     assert namespace("k", STRATEGY, config) != namespace("k", STRATEGY, ["6/minute"])
+
+
+class CountingRedis(Redis):
+    """A real client that counts how the limiter's calls reach Redis."""
+
+    pipelines = 0
+    evalshas = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        self.pipelines += 1
+        return super().pipeline(transaction, shard_hint)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args and args[0] == "EVALSHA":
+            self.evalshas += 1
+        return await super().execute_command(*args, **options)
+
+
+@pytest.fixture
+async def counting(redis_url: str) -> AsyncIterator[CountingRedis]:
+    client = CountingRedis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_concurrent_checks_share_one_round_trip(counting: CountingRedis) -> None:
+    """Checks of one event-loop turn go to Redis as one pipeline, each still counted."""
+    limiter = RedisWindowLimiter(counting, f"t-{uuid.uuid4().hex}")
+    decisions = await asyncio.gather(*(limiter.hit("sub:a", (FIVE,)) for _ in range(12)))
+    assert (counting.pipelines, counting.evalshas) == (1, 0)
+    assert sum(d.allowed for d in decisions) == 5
+    assert sorted(d.usages[0].remaining for d in decisions if d.allowed) == [0, 1, 2, 3, 4]
+
+
+async def test_a_lone_check_is_one_plain_call(counting: CountingRedis) -> None:
+    """A check alone in its loop turn is a single EVALSHA, no pipeline."""
+    limiter = RedisWindowLimiter(counting, f"t-{uuid.uuid4().hex}")
+    assert (await limiter.hit("sub:a", (FIVE,))).allowed
+    assert (counting.pipelines, counting.evalshas) == (0, 1)
+
+
+async def test_script_is_loaded_again_after_a_flush(redis: Redis) -> None:
+    """After Redis lost its scripts (restart, SCRIPT FLUSH) checks still work and count once."""
+    limiter = RedisWindowLimiter(redis, f"t-{uuid.uuid4().hex}")
+    assert (await limiter.hit("sub:a", (FIVE,))).usages[0].remaining == 4
+    await redis.script_flush()
+    lone = await limiter.hit("sub:a", (FIVE,))
+    await redis.script_flush()
+    together = await asyncio.gather(*(limiter.hit("sub:a", (FIVE,)) for _ in range(2)))
+    assert lone.usages[0].remaining == 3
+    assert sorted(d.usages[0].remaining for d in together) == [1, 2]
+
+
+async def test_unreachable_redis_fails_every_waiting_check() -> None:
+    """Without Redis each concurrent check raises LimiterUnavailable (the failover's signal)."""
+    client = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    limiter = RedisWindowLimiter(client, "t-down")
+    try:
+        results = await asyncio.gather(
+            *(limiter.hit("sub:a", (FIVE,)) for _ in range(3)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert [type(r) for r in results] == [LimiterUnavailable] * 3
+
+
+async def test_a_caller_that_goes_away_leaves_the_others_their_answer(redis: Redis) -> None:
+    """Cancelling one waiting check does not cancel the shared round trip."""
+    limiter = RedisWindowLimiter(redis, f"t-{uuid.uuid4().hex}")
+    tasks = [asyncio.create_task(limiter.hit("sub:a", (FIVE,))) for _ in range(3)]
+    await asyncio.sleep(0)  # let all three join the batch
+    tasks[0].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert all(d.allowed for d in done[1:])  # type: ignore[union-attr]
