@@ -75,12 +75,8 @@ class Outage:
 @pytest.fixture(scope="module")
 def private_redis() -> Iterator[RedisServer]:
     """The drill's own Redis, which it stops and starts."""
-    server = RedisServer()
-    server.start()
-    try:
+    with RedisServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
