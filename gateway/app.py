@@ -43,7 +43,9 @@ from gateway.audit_spool import AuditSpool
 from gateway.audit_store import SqlAuditStore
 from gateway.authn import AuthenticationChain, InvalidCredentialGuard
 from gateway.authz import Authorizer
-from gateway.budgets import BudgetConfig, RedisBudgetStore
+from gateway.browser_auth import BrowserAuth
+from gateway.budget_store import RedisBudgetStore
+from gateway.budgets import BudgetConfig
 from gateway.client_ip import TrustedProxies
 from gateway.cors import CorsPolicy
 from gateway.csrf import CsrfGuard
@@ -61,7 +63,6 @@ from gateway.ratelimit import ExceededLog, Limiter, RateLimitRules, namespace
 from gateway.ratelimit_fallback import FailoverLimiter, LimitsLimiter
 from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
 from gateway.revocation import RevocationStore
-from gateway.routes_auth import BrowserAuth
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
 from gateway.sessions import SessionSettings

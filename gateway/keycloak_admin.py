@@ -15,14 +15,8 @@ endpoints; plain httpx with pydantic models keeps them typed and testable with a
 The service token is cached until ``TOKEN_MARGIN_SECONDS`` before it expires; concurrent callers
 share one refetch. A 401 from the admin API drops the token and retries once.
 
-Errors: every failure is a gateway error, never an httpx one::
-
-    DependencyUnavailable  Keycloak unreachable, slow, 5xx, an unexpected answer, or it refuses
-                           the gateway's own credentials (code keycloak_unavailable or
-                           keycloak_misconfigured)
-    NotFound               no such user (user_not_found) or role (role_not_found)
-    Conflict               username or email already taken (user_exists)
-    BadRequest             Keycloak's user profile refused a value (keycloak_rejected)
+Every failure is a gateway error, never an httpx one (``gateway.keycloak_admin_errors``); the
+representations read and written are in ``gateway.keycloak_users``.
 """
 
 from __future__ import annotations
@@ -32,118 +26,24 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Final, Self, TypeVar
+from typing import Annotated, Any, Final, Self
 
 import httpx
 from fastapi import Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
-from gateway.errors import BadRequest, Conflict, DependencyUnavailable, NotFound
+from gateway.errors import NotFound
+from gateway.keycloak_admin_errors import KEYCLOAK_MISCONFIGURED, check, parse, unavailable
+from gateway.keycloak_users import KeycloakUser, NewUser, RoleRef
 from gateway.settings import GatewaySettings
 
-__all__ = [
-    "KEYCLOAK_MISCONFIGURED",
-    "KEYCLOAK_UNAVAILABLE",
-    "SERVICE_ACCOUNT_PREFIX",
-    "KeycloakAdminClient",
-    "KeycloakAdminDep",
-    "KeycloakUser",
-    "NewUser",
-    "RoleRef",
-    "get_keycloak_admin",
-]
+__all__ = ["KeycloakAdminClient", "KeycloakAdminDep", "get_keycloak_admin"]
 
 logger = logging.getLogger(__name__)
 
-KEYCLOAK_UNAVAILABLE: Final = "keycloak_unavailable"
-KEYCLOAK_MISCONFIGURED: Final = "keycloak_misconfigured"
-SERVICE_ACCOUNT_PREFIX: Final = "service-account-"
 TOKEN_MARGIN_SECONDS: Final = 30.0
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 _USER_ID: Final = re.compile(r"^[0-9A-Za-z_:-]{1,100}$")
-
-T = TypeVar("T")
-
-
-class KeycloakUser(BaseModel):
-    """The parts of Keycloak's UserRepresentation the gateway uses."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-
-    id: str
-    username: str
-    email: str | None = None
-    email_verified: bool = Field(default=False, alias="emailVerified")
-    first_name: str | None = Field(default=None, alias="firstName")
-    last_name: str | None = Field(default=None, alias="lastName")
-    enabled: bool = True
-    created_timestamp: int | None = Field(default=None, alias="createdTimestamp")
-    attributes: dict[str, list[str]] = Field(default_factory=dict)
-    required_actions: list[str] = Field(default_factory=list, alias="requiredActions")
-    service_account_client_id: str | None = Field(default=None, alias="serviceAccountClientId")
-
-    @property
-    def is_service_account(self) -> bool:
-        """A client's service account (Keycloak 26 omits serviceAccountClientId when reading)."""
-        return self.service_account_client_id is not None or self.username.startswith(
-            SERVICE_ACCOUNT_PREFIX
-        )
-
-    def attribute(self, name: str) -> str | None:
-        """The first value of a user-profile attribute, or None."""
-        values = self.attributes.get(name)
-        return values[0] if values else None
-
-    def representation(self) -> dict[str, Any]:
-        """The full representation for a PUT.
-
-        Keycloak's user profile treats a PUT carrying ``attributes`` as the whole profile: a
-        name or email left out would be erased, so updates always send everything.
-        """
-        return {
-            "username": self.username,
-            "email": self.email,
-            "emailVerified": self.email_verified,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "enabled": self.enabled,
-            "attributes": self.attributes,
-            "requiredActions": self.required_actions,
-        }
-
-
-class NewUser(BaseModel):
-    """A user to create: no credential; Keycloak mails the required actions."""
-
-    model_config = ConfigDict(frozen=True)
-
-    username: str
-    email: str
-    first_name: str
-    last_name: str
-    attributes: dict[str, str] = Field(default_factory=dict)
-    required_actions: tuple[str, ...] = ()
-
-    def representation(self) -> dict[str, Any]:
-        return {
-            "username": self.username,
-            "email": self.email,
-            "emailVerified": False,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "enabled": True,
-            "attributes": {name: [value] for name, value in self.attributes.items()},
-            "requiredActions": list(self.required_actions),
-        }
-
-
-class RoleRef(BaseModel):
-    """A realm role as Keycloak's role-mapping endpoints need it (id and name)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    id: str
-    name: str
 
 
 class _Token(BaseModel):
@@ -158,50 +58,6 @@ _USERS: Final = TypeAdapter(list[KeycloakUser])
 _ROLES: Final = TypeAdapter(list[RoleRef])
 _COUNT: Final = TypeAdapter(int)
 _TOKEN: Final = TypeAdapter(_Token)
-
-
-def _unavailable(detail: str, code: str = KEYCLOAK_UNAVAILABLE) -> DependencyUnavailable:
-    return DependencyUnavailable(detail, code=code)
-
-
-def _parse(response: httpx.Response, adapter: TypeAdapter[T]) -> T:
-    try:
-        return adapter.validate_json(response.content)
-    except ValidationError:
-        raise _unavailable("The identity provider answered something unexpected.") from None
-
-
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _check(response: httpx.Response) -> None:
-    """Raise the gateway error for a failed admin call; Keycloak's own text is never shown."""
-    status = response.status_code
-    if status < 400:
-        return
-    if status == 404:
-        raise NotFound("No such user.", code="user_not_found")
-    if status == 409:
-        what = "email" if "email" in str(_body(response).get("errorMessage")) else "username"
-        raise Conflict(f"A user with this {what} already exists.", code="user_exists")
-    if status == 400:
-        field = str(_body(response).get("field", ""))
-        # Only a profile attribute's name is echoed, never Keycloak's message or the value.
-        named = re.fullmatch(r"[A-Za-z_]{1,40}", field)
-        detail = f"The identity provider refused the value of {field}." if named else ""
-        raise BadRequest(
-            detail or "The identity provider refused the change.", code="keycloak_rejected"
-        )
-    if status in (401, 403):
-        logger.warning("keycloak refused the gateway's admin call", extra={"status": status})
-        raise _unavailable("User administration is not permitted.", KEYCLOAK_MISCONFIGURED)
-    logger.warning("keycloak admin call failed", extra={"status": status})
-    raise _unavailable("The identity provider failed.")
 
 
 class KeycloakAdminClient:
@@ -268,7 +124,7 @@ class KeycloakAdminClient:
     async def get_user(self, user_id: str) -> KeycloakUser:
         """One user. Raises NotFound (user_not_found)."""
         response = await self._call("GET", f"/users/{_uid(user_id)}", {"userProfileMetadata": "0"})
-        return _parse(response, _USER)
+        return parse(response, _USER)
 
     async def find_users(
         self,
@@ -284,11 +140,11 @@ class KeycloakAdminClient:
             "max": str(max_results),
             "briefRepresentation": "false",
         }
-        return _parse(await self._call("GET", "/users", params), _USERS)
+        return parse(await self._call("GET", "/users", params), _USERS)
 
     async def count_users(self, *, search: str | None = None, enabled: bool | None = None) -> int:
         """How many users find_users would return without paging."""
-        return _parse(await self._call("GET", "/users/count", _filters(search, enabled)), _COUNT)
+        return parse(await self._call("GET", "/users/count", _filters(search, enabled)), _COUNT)
 
     async def create_user(self, user: NewUser) -> str:
         """Create user; the new id. Raises Conflict (user_exists), BadRequest."""
@@ -296,7 +152,7 @@ class KeycloakAdminClient:
         location: str = response.headers.get("location", "")
         user_id = location.rstrip("/").rsplit("/", 1)[-1]
         if not _USER_ID.match(user_id):
-            raise _unavailable("The identity provider did not say which user it created.")
+            raise unavailable("The identity provider did not say which user it created.")
         return user_id
 
     async def update_user(self, user: KeycloakUser) -> None:
@@ -320,17 +176,17 @@ class KeycloakAdminClient:
     async def effective_realm_roles(self, user_id: str) -> frozenset[str]:
         """Names of the user's realm roles, composites expanded. Raises NotFound."""
         path = f"/users/{_uid(user_id)}/role-mappings/realm/composite"
-        return frozenset(role.name for role in _parse(await self._call("GET", path), _ROLES))
+        return frozenset(role.name for role in parse(await self._call("GET", path), _ROLES))
 
     async def direct_realm_roles(self, user_id: str) -> list[RoleRef]:
         """The realm roles mapped onto the user itself. Raises NotFound."""
         path = f"/users/{_uid(user_id)}/role-mappings/realm"
-        return _parse(await self._call("GET", path), _ROLES)
+        return parse(await self._call("GET", path), _ROLES)
 
     async def grant_realm_role(self, user_id: str, role: str) -> None:
         """Map role onto the user (no-op when mapped already). Raises NotFound."""
         base = f"/users/{_uid(user_id)}/role-mappings/realm"
-        available = _parse(await self._call("GET", f"{base}/available"), _ROLES)
+        available = parse(await self._call("GET", f"{base}/available"), _ROLES)
         match = next((r for r in available if r.name == role), None)
         if match is None:
             if any(r.name == role for r in await self.direct_realm_roles(user_id)):
@@ -369,7 +225,7 @@ class KeycloakAdminClient:
             if response.status_code == 401 and attempt == 1:
                 self._forget(token)
                 continue
-            _check(response)
+            check(response)
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -377,9 +233,9 @@ class KeycloakAdminClient:
         try:
             return await self._http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
-            raise _unavailable("The identity provider did not answer in time.") from exc
+            raise unavailable("The identity provider did not answer in time.") from exc
         except httpx.HTTPError as exc:
-            raise _unavailable("The identity provider is unreachable.") from exc
+            raise unavailable("The identity provider is unreachable.") from exc
 
     def _forget(self, token: str) -> None:
         if self._token == token:
@@ -392,7 +248,7 @@ class KeycloakAdminClient:
             if self._token is not None and self._clock() < self._token_expires:
                 return self._token
             if self._client_secret is None:
-                raise _unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
+                raise unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
             started = self._clock()
             response = await self._send(
                 "POST",
@@ -401,15 +257,15 @@ class KeycloakAdminClient:
                 auth=(self._client_id, self._client_secret.get_secret_value()),
             )
             if response.status_code >= 500:
-                raise _unavailable("The identity provider failed.")
+                raise unavailable("The identity provider failed.")
             if response.status_code != 200:
                 # Wrong secret, disabled service account, unknown realm: not the caller's fault.
                 logger.warning(
                     "keycloak refused the gateway's client credentials",
                     extra={"status": response.status_code},
                 )
-                raise _unavailable("User administration is not permitted.", KEYCLOAK_MISCONFIGURED)
-            token = _parse(response, _TOKEN)
+                raise unavailable("User administration is not permitted.", KEYCLOAK_MISCONFIGURED)
+            token = parse(response, _TOKEN)
             self._token = token.access_token
             self._token_expires = started + max(0.0, token.expires_in - TOKEN_MARGIN_SECONDS)
             return self._token
@@ -435,7 +291,7 @@ def get_keycloak_admin(request: Request) -> KeycloakAdminClient:
     """The app's admin client (``app.state.keycloak_admin``). Raises DependencyUnavailable."""
     client = getattr(request.app.state, "keycloak_admin", None)
     if not isinstance(client, KeycloakAdminClient):
-        raise _unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
+        raise unavailable("User administration is not configured.", KEYCLOAK_MISCONFIGURED)
     return client
 
 

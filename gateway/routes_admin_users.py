@@ -1,7 +1,8 @@
 """``/api/admin/users…``: people's accounts and roles, administered through Keycloak.
 
 Everything here needs ``users:manage``; the policy checks it per route and each handler checks it
-again together with the rules that depend on the request:
+again together with the rules that depend on the request (``gateway.user_admin_rules``; the
+bodies are in ``gateway.user_admin_models``):
 
 * ``manager`` and ``admin`` are granted and revoked only with ``users:manage:privileged``, and
   a caller without it cannot act on a user who holds either (403 ``privileged_role`` /
@@ -21,48 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from gateway.dependencies import Audit, CurrentIdentity
-from gateway.errors import BadRequest, Conflict, DependencyUnavailable, NotFound, PermissionDenied
+from gateway.errors import BadRequest, Conflict, DependencyUnavailable
 from gateway.identity import Identity
-from gateway.keycloak_admin import (
-    SERVICE_ACCOUNT_PREFIX,
-    KeycloakAdminClient,
-    KeycloakAdminDep,
-    KeycloakUser,
-    NewUser,
-)
-from gateway.routes_me import (
-    MRO_ATTRIBUTES,
-    BaseStation,
-    Department,
-    EmployeeId,
-    LicenceNumber,
-    MroAttributes,
-    PersonName,
-    ProfileUpdate,
-    apply_update,
-    audit_event,
-    matching,
-    visible_roles,
-)
+from gateway.keycloak_admin import KeycloakAdminClient, KeycloakAdminDep
+from gateway.keycloak_users import KeycloakUser, NewUser
+from gateway.routes_me import MRO_ATTRIBUTES, apply_update, audit_event
+from gateway.user_admin_models import CreatedUser, NewUserRequest, UserOut, UserPage, UserUpdate
+from gateway.user_admin_rules import RoleChange, denials, not_self, require, snapshot, target
 
-__all__ = ["CreatedUser", "NewUserRequest", "UserOut", "UserPage", "create_router"]
+__all__ = ["DEFAULT_SCAN_LIMIT", "create_router"]
 
 logger = logging.getLogger(__name__)
 
-MANAGE: Final = "users:manage"
-PRIVILEGED: Final = "users:manage:privileged"
-PRIVILEGED_ROLES: Final = frozenset({"manager", "admin"})
-GRANTABLE_ROLES: Final = frozenset({"technician", "engineer", "manager", "admin"})
 INITIAL_ACTIONS: Final = ("VERIFY_EMAIL", "UPDATE_PASSWORD")
 # With a role filter the users are scanned (the service account cannot list a role's members,
 # which needs view-realm); this bounds one request's scan.
@@ -73,194 +49,6 @@ PARALLEL_ROLE_LOOKUPS: Final = 8
 UserId = Annotated[str, Path(pattern=r"^[0-9A-Za-z_:-]{1,100}$")]
 RoleName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 RoleFilter = Literal["technician", "engineer", "manager", "admin", "service"]
-
-
-def _lower(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _not_reserved(value: str) -> str:
-    if value.startswith(SERVICE_ACCOUNT_PREFIX):
-        raise ValueError("names starting with service-account- are Keycloak's")
-    return value
-
-
-Username = Annotated[
-    str,
-    BeforeValidator(_lower),
-    matching(r"[a-z0-9][a-z0-9._@-]*", "3-64 letters, digits or . _ @ -", 3, 64),
-    AfterValidator(_not_reserved),
-]
-Email = Annotated[
-    str,
-    BeforeValidator(_lower),
-    matching(r"[^@\s<>\"(),;:]+@[a-z0-9-]+(\.[a-z0-9-]+)+", "an email address", 6, 254),
-]
-
-
-class UserOut(BaseModel):
-    """A user as administrators see it."""
-
-    id: str
-    username: str
-    email: str | None
-    email_verified: bool
-    first_name: str | None
-    last_name: str | None
-    enabled: bool
-    roles: list[str]
-    attributes: MroAttributes
-    required_actions: list[str]
-    created_at: datetime | None
-
-    @classmethod
-    def of(cls, user: KeycloakUser, roles: frozenset[str]) -> UserOut:
-        created = user.created_timestamp
-        return cls(
-            id=user.id,
-            username=user.username,
-            email=user.email,
-            email_verified=user.email_verified,
-            first_name=user.first_name,
-            last_name=user.last_name,
-            enabled=user.enabled,
-            roles=visible_roles(roles),
-            attributes=MroAttributes.of(user),
-            required_actions=list(user.required_actions),
-            created_at=datetime.fromtimestamp(created / 1000, UTC) if created else None,
-        )
-
-
-class UserPage(BaseModel):
-    """One page of users; ``total`` is None when a role-filtered scan hit its bound."""
-
-    items: list[UserOut]
-    offset: int
-    limit: int
-    total: int | None
-
-
-class NewUserRequest(BaseModel):
-    """A person to invite; they set their own password from Keycloak's email."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    username: Username
-    email: Email
-    first_name: PersonName
-    last_name: PersonName
-    role: Literal["technician", "engineer"] = "technician"
-    employee_id: EmployeeId | None = None
-    licence_number: LicenceNumber | None = None
-    base_station: BaseStation | None = None
-    department: Department | None = None
-
-
-class UserUpdate(ProfileUpdate):
-    """What an administrator may change on someone's profile: theirs plus the employee id."""
-
-    employee_id: EmployeeId | None = None
-
-
-class CreatedUser(UserOut):
-    """The new user; ``invitation_sent`` is False when Keycloak could not send the email."""
-
-    invitation_sent: bool
-
-
-def _require(caller: Identity) -> None:
-    if MANAGE not in caller.permissions:
-        raise PermissionDenied("Managing users needs users:manage.")
-
-
-def _check_role(caller: Identity, role: str) -> None:
-    if role == "service":
-        raise PermissionDenied(
-            "The service role belongs to machine clients and is set in Keycloak.",
-            code="role_not_manageable",
-        )
-    if role not in GRANTABLE_ROLES:
-        raise NotFound(f"No role {role!r} is managed here.", code="role_not_found")
-    if role in PRIVILEGED_ROLES and PRIVILEGED not in caller.permissions:
-        raise PermissionDenied(
-            f"Granting or removing {role} needs users:manage:privileged.", code="privileged_role"
-        )
-
-
-def _not_self(caller: Identity, user_id: str) -> None:
-    if caller.subject == user_id:
-        raise PermissionDenied("You cannot change your own account here.", code="self_modification")
-
-
-async def _target(
-    admin: KeycloakAdminClient, caller: Identity, user_id: str
-) -> tuple[KeycloakUser, frozenset[str]]:
-    """The user to act on and their effective roles, if caller may act on them."""
-    user, roles = await asyncio.gather(
-        admin.get_user(user_id), admin.effective_realm_roles(user_id)
-    )
-    if user.is_service_account:
-        raise PermissionDenied("Service accounts are managed in Keycloak.", code="service_account")
-    if roles & PRIVILEGED_ROLES and PRIVILEGED not in caller.permissions:
-        raise PermissionDenied(
-            "Only holders of users:manage:privileged can change a manager or admin.",
-            code="privileged_target",
-        )
-    return user, roles
-
-
-def _snapshot(user: KeycloakUser, roles: frozenset[str]) -> dict[str, Any]:
-    return {"roles": visible_roles(roles), "enabled": user.enabled}
-
-
-@contextmanager
-def denials(
-    sink: Audit, request: Request, caller: Identity, action: str, target: str, **details: Any
-) -> Iterator[None]:
-    """Audit a PermissionDenied raised inside as a denied attempt at action."""
-    try:
-        yield
-    except PermissionDenied as exc:
-        event = audit_event(
-            request, caller, action, target, details, outcome="denied", reason=exc.code
-        )
-        sink.emit(event)
-        raise
-
-
-@dataclass(frozen=True, slots=True)
-class RoleChange:
-    """One grant or revocation of role on user_id: its checks and its audit event."""
-
-    caller: Identity
-    admin: KeycloakAdminClient
-    sink: Audit
-    request: Request
-    action: str
-    user_id: str
-    role: str
-
-    async def target(self) -> tuple[KeycloakUser, frozenset[str]]:
-        """The user and their roles before; denied attempts are audited and re-raised."""
-        with denials(
-            self.sink, self.request, self.caller, self.action, self.user_id, role=self.role
-        ):
-            _require(self.caller)
-            _not_self(self.caller, self.user_id)
-            _check_role(self.caller, self.role)
-            return await _target(self.admin, self.caller, self.user_id)
-
-    async def done(self, user: KeycloakUser, before: frozenset[str], **extra: Any) -> UserOut:
-        """Audit the change with the roles before and after; answer the user as after."""
-        after = await self.admin.effective_realm_roles(self.user_id)
-        details = {
-            "role": self.role,
-            "before": _snapshot(user, before),
-            "after": _snapshot(user, after),
-            **extra,
-        }
-        self.sink.emit(audit_event(self.request, self.caller, self.action, self.user_id, details))
-        return UserOut.of(user, after)
 
 
 def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
@@ -302,7 +90,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> UserPage:
         """Users matching q (username, email, names), holding role, enabled or not."""
-        _require(caller)
+        require(caller)
         if role is None:
             users, total = await asyncio.gather(
                 admin.find_users(search=q, enabled=enabled, first=offset, max_results=limit),
@@ -323,7 +111,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         caller: CurrentIdentity, admin: KeycloakAdminDep, user_id: UserId
     ) -> UserOut:
         """One user with their effective roles."""
-        _require(caller)
+        require(caller)
         user, roles = await asyncio.gather(
             admin.get_user(user_id), admin.effective_realm_roles(user_id)
         )
@@ -339,7 +127,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         response: Response,
     ) -> CreatedUser:
         """Create a technician or engineer; Keycloak mails them the required actions."""
-        _require(caller)
+        require(caller)
         attributes = {n: v for n in MRO_ATTRIBUTES if (v := getattr(body, n)) is not None}
         new = NewUser(
             username=body.username,
@@ -364,7 +152,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
             "username": user.username,
             "role": body.role,
             "before": None,
-            "after": _snapshot(user, roles),
+            "after": snapshot(user, roles),
             "invitation_sent": sent,
         }
         sink.emit(audit_event(request, caller, "users.created", user_id, details))
@@ -382,9 +170,9 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
     ) -> UserOut:
         """Change someone's names and MRO attributes (employee id included)."""
         with denials(sink, request, caller, "users.updated", user_id):
-            _require(caller)
-            _not_self(caller, user_id)
-            user, roles = await _target(admin, caller, user_id)
+            require(caller)
+            not_self(caller, user_id)
+            user, roles = await target(admin, caller, user_id)
         updated, changes = apply_update(user, body)
         if changes:
             await admin.update_user(updated)
@@ -440,9 +228,9 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
     ) -> UserOut:
         action = "users.enabled" if enabled else "users.disabled"
         with denials(sink, request, caller, action, user_id):
-            _require(caller)
-            _not_self(caller, user_id)
-            user, roles = await _target(admin, caller, user_id)
+            require(caller)
+            not_self(caller, user_id)
+            user, roles = await target(admin, caller, user_id)
         if user.enabled == enabled:
             return UserOut.of(user, roles)
         await admin.set_enabled(user_id, enabled)
@@ -450,8 +238,8 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
             await admin.logout(user_id)
         changed = user.model_copy(update={"enabled": enabled})
         details = {
-            "before": _snapshot(user, roles),
-            "after": _snapshot(changed, roles),
+            "before": snapshot(user, roles),
+            "after": snapshot(changed, roles),
             "sessions_ended": not enabled,
         }
         sink.emit(audit_event(request, caller, action, user_id, details))
@@ -490,11 +278,11 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         """End all the user's Keycloak sessions (they must log in again)."""
         action = "users.logged_out"
         with denials(sink, request, caller, action, user_id):
-            _require(caller)
-            _not_self(caller, user_id)
-            user, roles = await _target(admin, caller, user_id)
+            require(caller)
+            not_self(caller, user_id)
+            user, roles = await target(admin, caller, user_id)
         await admin.logout(user_id)
-        details = {"before": _snapshot(user, roles), "after": _snapshot(user, roles)}
+        details = {"before": snapshot(user, roles), "after": snapshot(user, roles)}
         sink.emit(audit_event(request, caller, action, user_id, details))
 
     return router

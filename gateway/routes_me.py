@@ -27,7 +27,8 @@ from gateway.context import current_context
 from gateway.dependencies import Audit, CurrentIdentity, SettingsDep
 from gateway.errors import PermissionDenied
 from gateway.identity import Identity
-from gateway.keycloak_admin import KeycloakAdminDep, KeycloakUser
+from gateway.keycloak_admin import KeycloakAdminDep
+from gateway.keycloak_users import KeycloakUser
 from gateway.settings import GatewaySettings
 
 __all__ = [

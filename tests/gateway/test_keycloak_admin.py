@@ -35,12 +35,9 @@ from gateway.errors import (
 )
 from gateway.identity import Identity
 from gateway.jwks import JWKSCache
-from gateway.keycloak_admin import (
-    KEYCLOAK_MISCONFIGURED,
-    KEYCLOAK_UNAVAILABLE,
-    KeycloakAdminClient,
-    NewUser,
-)
+from gateway.keycloak_admin import KeycloakAdminClient
+from gateway.keycloak_admin_errors import KEYCLOAK_MISCONFIGURED, KEYCLOAK_UNAVAILABLE
+from gateway.keycloak_users import NewUser
 from gateway.policy import Policy
 from gateway.settings import GatewaySettings
 from gateway.tokens import BearerAuthenticator
