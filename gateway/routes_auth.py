@@ -30,8 +30,7 @@ from gateway.oidc import AuthorizationRequest, GrantRejected, TokenInvalid
 from gateway.session_store import SessionRecord
 from gateway.sessions import SessionExpired, SessionSettings
 
-# BrowserAuth is re-exported: the router is built over it.
-__all__ = ["BrowserAuth", "LoginFailed", "create_router"]
+__all__ = ["LoginFailed", "create_router"]
 
 # Keycloak application-initiated actions a browser may ask for through /auth/login.
 KC_ACTIONS: Final = {"update_password": "UPDATE_PASSWORD"}

@@ -32,13 +32,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import problems
 from gateway.audit import AuditEvent
+from gateway.browser_auth import BrowserAuth
 from gateway.context import RequestContext, current_context
 from gateway.csrf import CsrfGuard
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.identity import Authenticator
 from gateway.jwks import JWKSCache
 from gateway.revocation import RevocationStore
-from gateway.routes_auth import BrowserAuth, create_router
+from gateway.routes_auth import create_router
 from gateway.sessions import SessionSettings
 from gateway.settings import GatewaySettings
 from gateway.tokens import BearerAuthenticator
