@@ -5,11 +5,13 @@ text arrives (``orchestrator.answer_stream``), so a process that dies leaves it 
 for good. Such a row is *stale* once it has not been written for longer than a live process can
 stay silent: the routing call, or the model call with its retries, plus a margin for the clocks
 of different replicas. A stale row reads as ``partial`` (``failed`` when it holds no text), and
-a retry with its ``Idempotency-Key`` may answer the question again.
+a retry with its ``Idempotency-Key`` may answer the question again. Until then such a retry is
+told how many seconds remain (``seconds_until_stale``, sent as ``Retry-After``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +39,11 @@ def stale_after(settings: OrchestratorSettings) -> timedelta:
     return timedelta(seconds=silence + STALE_MARGIN_SECONDS)
 
 
+def last_written(message: Message) -> datetime:
+    """The time of message's last write (rows older than ``updated_at`` have only creation)."""
+    return message.updated_at or message.created_at
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerLiveness:
     """Tells a ``streaming`` answer some process still writes from one left behind."""
@@ -58,7 +65,13 @@ class AnswerLiveness:
         """True for a ``streaming`` answer not written for longer than ``stale_after``."""
         if message.status != MessageStatus.STREAMING:
             return False
-        return (message.updated_at or message.created_at) < self.stale_before()
+        return last_written(message) < self.stale_before()
+
+    def seconds_until_stale(self, written: datetime) -> int:
+        """Whole seconds after which a row last written at written is stale; at least 1."""
+        left = (written + self.stale_after - self.clock()).total_seconds()
+        # Stale means strictly past the bound: one more second than the time left, rounded down.
+        return max(1, math.floor(left) + 1)
 
     def status_of(self, message: Message) -> MessageStatus:
         """The status to show: a stale ``streaming`` answer is ``partial``, or ``failed`` empty."""

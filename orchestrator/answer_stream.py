@@ -6,6 +6,10 @@ is saved. So a crash never loses text a client has seen, and at most one write p
 flight: when the database is slower than the model the batches grow, not the writes. The end
 (``StreamEnd``, or the model's error) is passed on only after the answer is stored for good:
 ``complete``, ``partial`` when cut after some text, ``failed`` when the model gave nothing.
+
+A stream whose row was taken over by a retry (its save or its final write finds another attempt
+owning the row) is *superseded*: it stops reading the model, stores nothing more, and ends with
+an ``AnswerSuperseded`` error instead of the text it could not save.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Protocol
 
 import anyio
 
-from orchestrator.errors import StorageUnavailable
+from orchestrator.errors import AnswerSuperseded, StorageUnavailable
 from orchestrator.llm import LLMError, StreamDelta, StreamEnd, Usage
 from orchestrator.models import Message, MessageStatus
 from orchestrator.turns import Turn
@@ -35,11 +39,12 @@ class AnswerWriter(Protocol):
     """Writes one answer's row (``ChatService`` binds it to the turn's answer)."""
 
     async def save_progress(self, content: str) -> bool:
-        """Save the text so far; False once the row is no longer ``streaming``."""
+        """Save the text so far; False once the row is no longer this writer's to write."""
         ...
 
     async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
-        """Store the final content, status and usage."""
+        """Store the final content, status and usage; raises AnswerSuperseded when the row is
+        no longer this writer's."""
         ...
 
 
@@ -65,6 +70,7 @@ class AnswerStream:
         self._parts: list[str] = []
         self._saved_parts = 0
         self._saving = True
+        self.superseded = False
         self._usage: Usage | None = None
         self._ended = False
         self._finished = False
@@ -90,8 +96,9 @@ class AnswerStream:
             raise
         self._held.append(first)
 
-    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError]:
-        """Deltas, then the StreamEnd; an LLMError instead when the model fails midway.
+    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError | AnswerSuperseded]:
+        """Deltas, then the StreamEnd; an LLMError instead when the model fails midway, an
+        AnswerSuperseded when a retry took the row over.
 
         Other errors of the model client are raised, after the answer is stored.
         """
@@ -103,8 +110,11 @@ class AnswerStream:
                 last = batch[-1]
                 if isinstance(last, StreamDelta):
                     await self._save_progress()
-                else:
+                if self.superseded or not isinstance(last, StreamDelta):
                     await self.finish()
+                if self.superseded:
+                    yield _superseded()
+                    return
                 for item in batch:
                     if not isinstance(item, StreamDelta | StreamEnd | LLMError):
                         raise item
@@ -122,13 +132,18 @@ class AnswerStream:
         with anyio.CancelScope(shield=True):
             await self._stop_reader()
             await _aclose(self._upstream)
+            if self.superseded:
+                return
             if self._ended:
                 status = MessageStatus.COMPLETE
             elif self._parts:
                 status = MessageStatus.PARTIAL
             else:
                 status = MessageStatus.FAILED
-            self.stored = await self._writer.store(self.content, status, self._usage)
+            try:
+                self.stored = await self._writer.store(self.content, status, self._usage)
+            except AnswerSuperseded:
+                self._supersede()
 
     async def _read(self) -> None:
         """Move the model's events to the inbox, ending with a StreamEnd or the error raised."""
@@ -170,12 +185,15 @@ class AnswerStream:
         except StorageUnavailable:
             # Streaming goes on; the answer is stored when it ends, if the database is back.
             logger.warning("saving answer %s failed; it is saved when it ends", self.message_id)
-            saved = False
+            self._saving = False
         else:
             if not saved:
-                logger.warning("answer %s is no longer streaming; not saved", self.message_id)
-        self._saving = saved
+                self._supersede()
         self._saved_parts = count
+
+    def _supersede(self) -> None:
+        self.superseded = True
+        logger.warning("answer %s was taken over by a retry; this attempt stops", self.message_id)
 
     async def _stop_reader(self) -> None:
         reader = self._reader
@@ -183,6 +201,10 @@ class AnswerStream:
             return
         reader.cancel()
         await asyncio.wait([reader])
+
+
+def _superseded() -> AnswerSuperseded:
+    return AnswerSuperseded("This answer was taken over by a retry of the same request")
 
 
 async def _aclose(iterator: AsyncIterator[object]) -> None:

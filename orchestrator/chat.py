@@ -8,9 +8,12 @@ gone, upstream failed) after some text; ``failed`` when the model gave nothing. 
 (``orchestrator.answer_liveness``).
 
 A retry with the same ``Idempotency-Key`` replays a ``complete`` or ``partial`` answer, answers
-409 while the first attempt is still being written, and after a ``failed`` or stale answer asks
-the model again: the new answer replaces the old one in the same row (same ids), the question is
-not stored twice.
+409 while the first attempt is still being written (``Retry-After``: the seconds until it is
+stale), and after a ``failed`` or stale answer asks the model again: the new answer replaces the
+old one in the same row (same ids), the question is not stored twice. Every write of an answer is
+conditional on the attempt that claimed it, so an attempt wrongly judged abandoned (a frozen
+event loop, replica clocks apart) stops with ``AnswerSuperseded`` instead of overwriting the
+retry's answer.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ import uuid
 import anyio
 
 from orchestrator.agents import AGENTS, allowed_agents
-from orchestrator.answer_liveness import AnswerLiveness
+from orchestrator.answer_liveness import AnswerLiveness, last_written
 from orchestrator.answer_stream import AnswerStream
 from orchestrator.classifier import NoAgentAvailable, choose_explicit, classify_request
 from orchestrator.completion import generate_chat_completion, stream_chat_completion
-from orchestrator.errors import IdempotencyInProgress, IdempotencyKeyReused, NotFound
+from orchestrator.errors import (
+    AnswerSuperseded,
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    NotFound,
+)
 from orchestrator.identity import Principal
 from orchestrator.llm import LLMClient, Usage
 from orchestrator.models import Conversation, Message, MessageStatus, Role
@@ -60,12 +68,13 @@ class ChatService:
         """The whole answer, stored.
 
         Raises NotFound, PermissionDenied (agent not allowed, none available), the idempotency
-        errors, and the model's LLMError after storing the question and a ``failed`` answer.
+        errors, AnswerSuperseded when a retry took the answer over meanwhile, and the model's
+        LLMError after storing the question and a ``failed`` answer.
         """
         begun = await self._begin(principal, conversation_id, question)
         if isinstance(begun, Exchange):
             return begun
-        writer = _AnswerRow(self._repository, begun.answer.id)
+        writer = _AnswerRow(self._repository, begun.answer)
         try:
             completion = await generate_chat_completion(
                 self._llm,
@@ -75,8 +84,7 @@ class ChatService:
                 max_tokens=question.max_tokens,
             )
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await writer.store("", MessageStatus.FAILED, None)
+            await writer.give_up()
             raise
         assistant = await writer.store(completion.content, MessageStatus.COMPLETE, completion.usage)
         return Exchange(user=begun.user, assistant=assistant)
@@ -100,7 +108,7 @@ class ChatService:
             question.content,
             max_tokens=question.max_tokens,
         )
-        stream = AnswerStream(begun, upstream, _AnswerRow(self._repository, begun.answer.id))
+        stream = AnswerStream(begun, upstream, _AnswerRow(self._repository, begun.answer))
         await stream.start()
         return stream
 
@@ -121,12 +129,7 @@ class ChatService:
                 return attempt
             earlier = attempt
         if earlier is None:
-            user, answer = await self._repository.add_question(
-                conversation,
-                content=question.content,
-                idempotency_key=question.idempotency_key,
-                request_id=question.request_id,
-            )
+            user, answer = await self._add_question(conversation, question)
         else:
             user, answer = earlier
         try:
@@ -140,6 +143,7 @@ class ChatService:
             )
             answer = await self._repository.update_message(
                 answer.id,
+                attempt=answer.attempt,
                 agent=classification.agent,
                 confidence=classification.confidence,
                 classification_method=classification.method,
@@ -147,8 +151,7 @@ class ChatService:
             )
         except BaseException:
             # Without a final status the key would stay "in progress" until the row is stale.
-            with anyio.CancelScope(shield=True):
-                await self._repository.update_message(answer.id, status=MessageStatus.FAILED)
+            await _AnswerRow(self._repository, answer).give_up()
             raise
         return Turn(
             conversation=conversation,
@@ -159,6 +162,23 @@ class ChatService:
             history=history,
             question=question,
         )
+
+    async def _add_question(
+        self, conversation: Conversation, question: Question
+    ) -> tuple[Message, Message]:
+        """Store the question and its answer row; raises IdempotencyInProgress with Retry-After
+        when a request with the same key stored its question first."""
+        try:
+            return await self._repository.add_question(
+                conversation,
+                content=question.content,
+                idempotency_key=question.idempotency_key,
+                request_id=question.request_id,
+            )
+        except IdempotencyInProgress as exc:
+            # The other request has only just begun: its answer is stale after the whole bound.
+            exc.retry_after = self._liveness.seconds_until_stale(self._liveness.clock())
+            raise
 
     async def _earlier_attempt(
         self, principal: Principal, conversation: Conversation, question: Question
@@ -178,14 +198,11 @@ class ChatService:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used for a different request"
             )
-        in_progress = IdempotencyInProgress(
-            "A request with this Idempotency-Key is still being processed"
-        )
         answer = await self._repository.find_reply(earlier.id)
         if answer is None:
             # A question stored before answers got their row with it: retried once stale.
             if earlier.created_at >= self._liveness.stale_before():
-                raise in_progress
+                raise self._in_progress(earlier)
             return earlier, await self._repository.add_message(
                 conversation,
                 role=Role.ASSISTANT,
@@ -200,8 +217,15 @@ class ChatService:
             answer.id, stale_before=self._liveness.stale_before()
         )
         if claimed is None:
-            raise in_progress
+            raise self._in_progress(answer)
         return earlier, claimed
+
+    def _in_progress(self, message: Message) -> IdempotencyInProgress:
+        """The 409 for a key whose attempt last wrote message, with the wait until it is stale."""
+        return IdempotencyInProgress(
+            "A request with this Idempotency-Key is still being processed",
+            retry_after=self._liveness.seconds_until_stale(last_written(message)),
+        )
 
     async def _history(self, conversation: Conversation, user: Message) -> list[tuple[str, str]]:
         """The turns before user's message that reached the model's answer, oldest first.
@@ -219,16 +243,25 @@ class ChatService:
 
 
 class _AnswerRow:
-    """The ``AnswerWriter`` of one answer row."""
+    """The ``AnswerWriter`` of one answer row, for the attempt that owns it."""
 
-    def __init__(self, repository: ConversationRepository, answer_id: uuid.UUID) -> None:
+    def __init__(self, repository: ConversationRepository, answer: Message) -> None:
         self._repository = repository
-        self._answer_id = answer_id
+        self._answer_id = answer.id
+        self._attempt = answer.attempt
 
     async def save_progress(self, content: str) -> bool:
-        return await self._repository.save_progress(self._answer_id, content)
+        return await self._repository.save_progress(self._answer_id, content, attempt=self._attempt)
 
     async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
         return await self._repository.update_message(
-            self._answer_id, content=content, status=status, usage=usage
+            self._answer_id, attempt=self._attempt, content=content, status=status, usage=usage
         )
+
+    async def give_up(self) -> None:
+        """Store the answer as ``failed`` (even when cancelled), unless a retry owns it now."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store("", MessageStatus.FAILED, None)
+            except AnswerSuperseded:
+                return

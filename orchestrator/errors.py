@@ -7,7 +7,8 @@ Hierarchy::
     ├── PermissionDenied           403
     ├── NotFound                   404
     ├── Conflict                   409
-    │   └── IdempotencyInProgress  409 (the first request with this key is still running)
+    │   ├── IdempotencyInProgress  409 (the first request with this key is still running)
+    │   └── AnswerSuperseded       409 (a retry took this answer over; sent as a stream's error)
     ├── InvalidRequest             422
     │   └── IdempotencyKeyReused   422 (same key, different request)
     ├── StorageUnavailable         503 (the database failed)
@@ -59,8 +60,21 @@ class Conflict(OrchestratorError):
 
 
 class IdempotencyInProgress(Conflict):
+    """``retry_after``: seconds until the running attempt counts as abandoned, when known."""
+
     code = "idempotency_in_progress"
     title = "Request in progress"
+
+    def __init__(self, detail: str = "", *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class AnswerSuperseded(Conflict):
+    """The answer's row was taken over by a retry: this request must not write it any more."""
+
+    code = "answer_superseded"
+    title = "Answer superseded"
 
 
 class InvalidRequest(OrchestratorError):

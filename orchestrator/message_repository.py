@@ -2,6 +2,8 @@
 
 Every method runs in its own short transaction, so no session outlives a request or spans a
 model call. Database failures leave this module as ``StorageUnavailable``.
+``AnswerRepository`` (``orchestrator.answer_repository``) adds the writes of answers that stream
+and their takeover by a retry; ``update_message`` with ``attempt`` is the conditional final write.
 ``ConversationRepository`` (``orchestrator.repository``) adds the conversations.
 """
 
@@ -13,13 +15,18 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, func, or_, text, update
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from orchestrator.errors import IdempotencyInProgress, NotFound, StorageUnavailable
+from orchestrator.errors import (
+    AnswerSuperseded,
+    IdempotencyInProgress,
+    NotFound,
+    StorageUnavailable,
+)
 from orchestrator.models import Conversation, Message, MessageStatus, Role
 
 TITLE_MAX_CHARS = 80
@@ -121,7 +128,7 @@ class MessageRepository:
             updated_at=now,
         )
         _apply_usage(message, usage)
-        _apply_classification_usage(message, classification_usage)
+        _apply_usage(message, classification_usage, "classification_")
         await self._insert(conversation, [message], now)
         return message
 
@@ -202,6 +209,7 @@ class MessageRepository:
         self,
         message_id: uuid.UUID,
         *,
+        attempt: int | None = None,
         content: str | None = None,
         status: MessageStatus | None = None,
         usage: TokenUsage | None = None,
@@ -210,75 +218,33 @@ class MessageRepository:
         confidence: float | None = None,
         classification_method: str | None = None,
     ) -> Message:
-        """Change a stored message (route, finalise a streamed or retried answer); raises NotFound.
+        """Change a stored message (route, finalise a streamed or retried answer).
 
-        Arguments left None keep their stored value.
+        Arguments left None keep their stored value. With attempt, the write happens only while
+        that attempt still owns the row. Raises NotFound; AnswerSuperseded instead, when attempt
+        was given and the row is gone or another attempt owns it.
         """
+        changes = {
+            "content": content,
+            "status": status,
+            "agent": agent,
+            "confidence": confidence,
+            "classification_method": classification_method,
+        }
+        values: dict[str, object] = {k: v for k, v in changes.items() if v is not None}
+        values |= _usage_values(usage, "") | _usage_values(classification_usage, "classification_")
+        values["updated_at"] = self._clock()
+        statement = update(Message).where(col(Message.id) == message_id)
+        if attempt is not None:
+            statement = statement.where(col(Message.attempt) == attempt)
         async with self._transaction() as session:
-            message = await session.get(Message, message_id)
-            if message is None:
-                raise NotFound("Message not found")
-            if content is not None:
-                message.content = content
-            if status is not None:
-                message.status = status
-            if agent is not None:
-                message.agent = agent
-            if confidence is not None:
-                message.confidence = confidence
-            if classification_method is not None:
-                message.classification_method = classification_method
-            _apply_usage(message, usage)
-            _apply_classification_usage(message, classification_usage)
-            message.updated_at = self._clock()
-            session.add(message)
-        return message
-
-    async def save_progress(self, message_id: uuid.UUID, content: str) -> bool:
-        """Store the text a ``streaming`` answer has so far; False when it is no longer streaming.
-
-        One UPDATE by primary key, no read: it runs for every batch of streamed text.
-        """
-        statement = (
-            update(Message)
-            .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.STREAMING)
-            .values(content=content, updated_at=self._clock())
-        )
-        async with self._transaction() as session:
-            result = await session.exec(statement)
-        return bool(result.rowcount)
-
-    async def claim_answer(
-        self, message_id: uuid.UUID, *, stale_before: datetime
-    ) -> Message | None:
-        """Take over a ``failed`` answer, or a ``streaming`` one last written before stale_before,
-        to answer its question again: it becomes ``streaming`` and empty.
-
-        Atomic, so of two retries at once only one wins; None when the answer was not
-        claimable (it is being written, or another retry took it).
-        """
-        claimable = or_(
-            col(Message.status) == MessageStatus.FAILED,
-            and_(
-                col(Message.status) == MessageStatus.STREAMING,
-                func.coalesce(col(Message.updated_at), col(Message.created_at)) < stale_before,
-            ),
-        )
-        statement = (
-            update(Message)
-            .where(col(Message.id) == message_id, claimable)
-            .values(
-                status=MessageStatus.STREAMING,
-                content="",
-                updated_at=self._clock(),
-                **dict.fromkeys(_USAGE_COLUMNS),
-            )
-        )
-        async with self._transaction() as session:
-            result = await session.exec(statement)
-            if not result.rowcount:
-                return None
-            return await session.get(Message, message_id)
+            result = await session.exec(statement.values(values))
+            message = await session.get(Message, message_id) if result.rowcount else None
+        if message is not None:
+            return message
+        if attempt is not None:
+            raise AnswerSuperseded("This answer was taken over by a retry of the same request")
+        raise NotFound("Message not found")
 
     async def find_by_idempotency_key(self, owner_sub: str, key: str) -> Message | None:
         """The user message owner_sub sent with this Idempotency-Key, if any."""
@@ -299,27 +265,17 @@ class MessageRepository:
             return (await session.exec(query)).first()
 
 
-_USAGE_COLUMNS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "classification_prompt_tokens",
-    "classification_completion_tokens",
-    "classification_total_tokens",
-)
-
-
-def _apply_usage(message: Message, usage: TokenUsage | None) -> None:
+def _usage_values(usage: TokenUsage | None, prefix: str) -> dict[str, int]:
+    """The columns (named with prefix) that store usage; none when usage is None."""
     if usage is None:
-        return
-    message.prompt_tokens = usage.prompt_tokens
-    message.completion_tokens = usage.completion_tokens
-    message.total_tokens = usage.total_tokens
+        return {}
+    return {
+        f"{prefix}prompt_tokens": usage.prompt_tokens,
+        f"{prefix}completion_tokens": usage.completion_tokens,
+        f"{prefix}total_tokens": usage.total_tokens,
+    }
 
 
-def _apply_classification_usage(message: Message, usage: TokenUsage | None) -> None:
-    if usage is None:
-        return
-    message.classification_prompt_tokens = usage.prompt_tokens
-    message.classification_completion_tokens = usage.completion_tokens
-    message.classification_total_tokens = usage.total_tokens
+def _apply_usage(message: Message, usage: TokenUsage | None, prefix: str = "") -> None:
+    for name, value in _usage_values(usage, prefix).items():
+        setattr(message, name, value)

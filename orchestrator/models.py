@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, MetaData, Text, TypeDecorator, Uuid
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    TypeDecorator,
+    Uuid,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -127,3 +138,9 @@ class Message(OrchestratorTable, table=True):
     # Last write of the row; a streaming answer not written for too long is stale. Nullable only
     # because SQLite cannot add a NOT NULL column to a table in place; every write sets it.
     updated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    # Which attempt at the answer owns the row: a retry that takes a stale answer over raises it,
+    # and every write of the answer is conditional on the writer's own attempt, so a process
+    # wrongly judged gone cannot overwrite the retry's answer.
+    attempt: int = Field(
+        default=1, sa_column=Column(Integer, nullable=False, server_default=text("1"))
+    )

@@ -6,8 +6,9 @@ Every error the orchestrator answers with is ``application/problem+json``::
      "detail": "...", "code": "<code>", "request_id": "..."}
 
 Both error families map here: ``orchestrator.errors.OrchestratorError`` (storage, identity,
-idempotency, permissions) and ``orchestrator.llm.LLMError`` (the model: 502, 503 with
-``Retry-After`` when upstream said when, 504). Anything else becomes a 500 ``internal_error``
+idempotency, permissions; 409 ``idempotency_in_progress`` with ``Retry-After``, the seconds until
+the running attempt counts as abandoned) and ``orchestrator.llm.LLMError`` (the model: 502, 503
+with ``Retry-After`` when upstream said when, 504). Anything else becomes a 500 ``internal_error``
 without a word about what went wrong; the traceback goes to the log only.
 """
 
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.errors import AuthenticationError, OrchestratorError
+from orchestrator.errors import AuthenticationError, IdempotencyInProgress, OrchestratorError
 from orchestrator.llm import LLMError, LLMUnavailable
 from orchestrator.logs import current_request_id
 
@@ -72,7 +73,7 @@ def problem_headers(exc: Problem) -> dict[str, str]:
     """The response fields an error carries besides its body (challenge, Retry-After)."""
     if isinstance(exc, AuthenticationError):
         return {"www-authenticate": _CHALLENGE}
-    if isinstance(exc, LLMUnavailable) and exc.retry_after is not None:
+    if isinstance(exc, LLMUnavailable | IdempotencyInProgress) and exc.retry_after is not None:
         return {"retry-after": str(exc.retry_after)}
     return {}
 

@@ -1,9 +1,9 @@
 """Conversations and their messages in SQL: the only place that queries them.
 
 Conversations are here; the message operations come from ``MessageRepository``
-(``orchestrator.message_repository``). Every method runs in its own short transaction, so no
-session outlives a request or spans a model call. Database failures leave as
-``StorageUnavailable``.
+(``orchestrator.message_repository``) and ``AnswerRepository`` (``orchestrator.answer_repository``).
+Every method runs in its own short transaction, so no session outlives a request or spans a model
+call. Database failures leave as ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Generic, TypeVar
 from sqlalchemy import delete, func
 from sqlmodel import col, select
 
+from orchestrator.answer_repository import AnswerRepository
 from orchestrator.message_repository import (
     TITLE_MAX_CHARS,
-    MessageRepository,
     TokenUsage,
     title_from,
     utc_now,
@@ -46,7 +46,7 @@ class Page(Generic[T]):
     offset: int
 
 
-class ConversationRepository(MessageRepository):
+class ConversationRepository(AnswerRepository):
     """Create, read, list and delete conversations; add and finalise their messages."""
 
     async def create_conversation(

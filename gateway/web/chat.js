@@ -45,6 +45,7 @@ function messageItem(agents, message) {
   };
   const setStatus = (status) => {
     replace(badges);
+    if (status === "streaming") badges.append(h("span", { class: "badge badge-neutral", text: "Being written" }));
     if (status === "partial") badges.append(h("span", { class: "badge badge-warn", text: "Partial answer" }));
     if (status === "failed") badges.append(h("span", { class: "badge badge-error", text: "No answer" }));
   };

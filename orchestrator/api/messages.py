@@ -20,6 +20,7 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.sse import EventStreamResponse, encode_event, wants_event_stream
 from orchestrator.chat import AnswerStream, Exchange, Question
+from orchestrator.errors import AnswerSuperseded
 from orchestrator.identity import Principal
 from orchestrator.llm import LLMError, StreamDelta, StreamEnd, Usage
 from orchestrator.logs import current_request_id
@@ -130,14 +131,15 @@ async def _live(stream: AnswerStream) -> AsyncGenerator[bytes, None]:
             yield encode_event("error", _error_event(event, stream))
 
 
-def _error_event(error: LLMError, stream: AnswerStream) -> dict[str, Any]:
+def _error_event(error: LLMError | AnswerSuperseded, stream: AnswerStream) -> dict[str, Any]:
+    # A superseded stream stored none of its text: the row holds the retry's answer.
     return {
         "type": problem_type(error.code),
         "status": error.status,
         "detail": error.detail,
         "code": error.code,
         "message_id": str(stream.message_id),
-        "partial": bool(stream.content),
+        "partial": bool(stream.content) and not stream.superseded,
     }
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from orchestrator.answer_liveness import STALE_MARGIN_SECONDS, AnswerLiveness, stale_after
-from orchestrator.models import Message, MessageStatus, Role
+from orchestrator.models import MessageStatus
 from orchestrator.settings import OrchestratorSettings
+from tests.orchestrator.fakes import NOW, answer_row
 
-NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 BOUND = timedelta(seconds=60)
 
 
@@ -22,21 +21,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MRO_ORCHESTRATOR_"):
             monkeypatch.delenv(name)
-
-
-def answer(
-    status: MessageStatus, *, written: datetime | None, content: str = "", created: datetime = NOW
-) -> Message:
-    return Message(
-        id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        owner_sub="u1",
-        role=Role.ASSISTANT,
-        content=content,
-        status=status,
-        created_at=created,
-        updated_at=written,
-    )
 
 
 def liveness() -> AnswerLiveness:
@@ -75,7 +59,7 @@ def test_for_settings_uses_the_bound_and_the_clock() -> None:
 )
 def test_streaming_answer_is_stale_only_past_the_bound(age: timedelta, stale: bool) -> None:
     """A streaming answer turns stale once it has not been written for longer than the bound."""
-    assert liveness().is_stale(answer(MessageStatus.STREAMING, written=NOW - age)) is stale
+    assert liveness().is_stale(answer_row(MessageStatus.STREAMING, written=NOW - age)) is stale
 
 
 @pytest.mark.parametrize(
@@ -83,7 +67,7 @@ def test_streaming_answer_is_stale_only_past_the_bound(age: timedelta, stale: bo
 )
 def test_finished_answers_are_never_stale(status: MessageStatus) -> None:
     """Only a streaming answer can be abandoned; a final status stays what it is."""
-    old = answer(status, written=NOW - 10 * BOUND, content="text")
+    old = answer_row(status, written=NOW - 10 * BOUND, content="text")
     assert not liveness().is_stale(old)
     assert liveness().status_of(old) is status
 
@@ -91,7 +75,7 @@ def test_finished_answers_are_never_stale(status: MessageStatus) -> None:
 def test_a_row_never_written_again_counts_from_its_creation() -> None:
     """Without updated_at (rows older than the column) the creation time is the last write."""
     assert liveness().is_stale(
-        answer(MessageStatus.STREAMING, written=None, created=NOW - 2 * BOUND)
+        answer_row(MessageStatus.STREAMING, written=None, created=NOW - 2 * BOUND)
     )
 
 
@@ -102,7 +86,27 @@ def test_a_row_never_written_again_counts_from_its_creation() -> None:
 )
 def test_stale_answer_reads_as_partial_or_failed(content: str, shown: MessageStatus) -> None:
     """A stale answer with text is partial, without text failed; a live one stays streaming."""
-    stale = answer(MessageStatus.STREAMING, written=NOW - 2 * BOUND, content=content)
-    live = answer(MessageStatus.STREAMING, written=NOW, content=content)
+    stale = answer_row(MessageStatus.STREAMING, written=NOW - 2 * BOUND, content=content)
+    live = answer_row(MessageStatus.STREAMING, written=NOW, content=content)
     assert liveness().status_of(stale) is shown
     assert liveness().status_of(live) is MessageStatus.STREAMING
+
+
+@pytest.mark.parametrize(
+    ("age", "wait"),
+    [
+        (timedelta(0), 61),
+        (timedelta(seconds=0.5), 60),
+        (BOUND, 1),
+        (10 * BOUND, 1),
+    ],
+    ids=["just-written", "half-a-second-ago", "at-the-bound", "long-stale"],
+)
+def test_seconds_until_stale_is_the_wait_until_a_retry_can_take_over(
+    age: timedelta, wait: int
+) -> None:
+    """The wait is whole seconds strictly past the bound, at least 1 even when already stale."""
+    written = NOW - age
+    assert liveness().seconds_until_stale(written) == wait
+    later = AnswerLiveness(stale_after=BOUND, clock=lambda: NOW + timedelta(seconds=wait))
+    assert later.is_stale(answer_row(MessageStatus.STREAMING, written=written))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 
 import pytest
 
@@ -14,48 +11,13 @@ from orchestrator.agents import AGENTS
 from orchestrator.answer_stream import AnswerStream
 from orchestrator.chat import ChatService, Exchange, Question
 from orchestrator.classifier import choose_explicit
-from orchestrator.errors import StorageUnavailable
-from orchestrator.llm import ChatMessage, LLMUnavailable, StreamDelta, StreamEnd, Usage
+from orchestrator.errors import AnswerSuperseded, StorageUnavailable
+from orchestrator.llm import LLMUnavailable, StreamDelta, StreamEnd, Usage
 from orchestrator.models import Conversation, Message, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
 from orchestrator.turns import Turn
 from tests.fixtures.orchestrator import ScriptedLLM, make_principal
-
-NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-Item = StreamDelta | StreamEnd | Exception
-
-
-class Upstream:
-    """A model stream the test feeds item by item; it records whether it was closed."""
-
-    def __init__(self) -> None:
-        self._items: asyncio.Queue[Item | None] = asyncio.Queue()
-        self.closed = False
-        # Set whenever the reader has taken everything sent so far.
-        self.drained = asyncio.Event()
-
-    def send(self, *items: Item | None) -> None:
-        """Queue items; None ends the stream without a StreamEnd; an exception is raised."""
-        self.drained.clear()
-        for item in items:
-            self._items.put_nowait(item)
-
-    def __aiter__(self) -> Upstream:
-        return self
-
-    async def __anext__(self) -> StreamDelta | StreamEnd:
-        item = await self._items.get()
-        if self._items.empty():
-            self.drained.set()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    async def aclose(self) -> None:
-        self.closed = True
+from tests.orchestrator.fakes import NOW, FedLLM, Upstream, answer_row
 
 
 class Writer:
@@ -68,6 +30,8 @@ class Writer:
         self.hold.set()
         self.saving = asyncio.Event()
         self.save_result: bool | Exception = True
+        # Set when a retry has taken the row over: the final write raises.
+        self.superseded = False
 
     async def save_progress(self, content: str) -> bool:
         self.saves.append(content)
@@ -78,21 +42,10 @@ class Writer:
         return self.save_result
 
     async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
+        if self.superseded:
+            raise AnswerSuperseded("taken over")
         self.stored.append((content, status, usage))
-        return answer_row(content, status)
-
-
-def answer_row(content: str = "", status: MessageStatus = MessageStatus.STREAMING) -> Message:
-    return Message(
-        id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        owner_sub="u1",
-        role=Role.ASSISTANT,
-        content=content,
-        status=status,
-        created_at=NOW,
-        updated_at=NOW,
-    )
+        return answer_row(status, content=content)
 
 
 def make_turn() -> Turn:
@@ -116,19 +69,6 @@ async def started(upstream: Upstream, writer: Writer) -> AnswerStream:
     stream = AnswerStream(make_turn(), upstream, writer)
     await stream.start()
     return stream
-
-
-class FedLLM(ScriptedLLM):
-    """A model whose stream is an ``Upstream`` the test feeds."""
-
-    def __init__(self, upstream: Upstream) -> None:
-        super().__init__()
-        self.upstream = upstream
-
-    def stream(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
-    ) -> AsyncIterator[StreamDelta | StreamEnd]:
-        return self.upstream
 
 
 async def test_each_delta_is_saved_before_it_is_sent(repository: ConversationRepository) -> None:
@@ -247,17 +187,48 @@ async def test_a_failing_save_keeps_the_stream_going_and_stores_at_the_end(
     assert writer.stored == [("ab", MessageStatus.COMPLETE, None)]
 
 
-async def test_progress_stops_once_the_answer_is_no_longer_streaming() -> None:
-    """When the row was finished elsewhere, later chunks are sent but not saved again."""
+async def test_a_save_refused_ends_the_stream_as_superseded_and_stores_nothing() -> None:
+    """When the row is no longer this attempt's, the unsaved text is not sent and not stored."""
     upstream, writer = Upstream(), Writer()
-    writer.save_result = False
     upstream.send(StreamDelta("a"))
     stream = await started(upstream, writer)
     events = stream.events()
     assert await anext(events) == StreamDelta("a")
-    upstream.send(StreamDelta("b"), None)
-    assert [event async for event in events] == [StreamDelta("b"), StreamEnd(None, None)]
-    assert writer.saves == ["a"]
+    writer.save_result = False
+    upstream.send(StreamDelta("b"))
+    rest = [event async for event in events]
+    assert len(rest) == 1
+    assert isinstance(rest[0], AnswerSuperseded)
+    assert (writer.saves, writer.stored) == (["a", "ab"], [])
+    assert stream.superseded
+    assert stream.stored is None
+    assert upstream.closed
+
+
+async def test_a_refused_final_write_replaces_the_end_with_superseded() -> None:
+    """A stream whose final write finds the row taken over ends with AnswerSuperseded, not done."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("a"))
+    stream = await started(upstream, writer)
+    events = stream.events()
+    assert await anext(events) == StreamDelta("a")
+    writer.superseded = True
+    upstream.send(StreamEnd(Usage(1, 2, 3), "stop"))
+    rest = [event async for event in events]
+    assert [type(event) for event in rest] == [AnswerSuperseded]
+    assert writer.stored == []
+    assert stream.stored is None
+
+
+async def test_a_client_gone_after_a_takeover_stores_nothing() -> None:
+    """finish() of a superseded stream (client gone) leaves the retry's row alone."""
+    upstream, writer = Upstream(), Writer()
+    upstream.send(StreamDelta("part"))
+    stream = await started(upstream, writer)
+    writer.superseded = True
+    await stream.finish()
+    assert stream.superseded
+    assert writer.stored == []
 
 
 async def test_finishing_early_stops_the_reader_and_stores_what_arrived() -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from orchestrator.answer_liveness import AnswerLiveness
-from orchestrator.chat import ChatService, Question
+from orchestrator.chat import AnswerStream, ChatService, Question
 from orchestrator.db import create_engine
-from orchestrator.errors import IdempotencyInProgress
+from orchestrator.errors import AnswerSuperseded, IdempotencyInProgress
+from orchestrator.llm import StreamDelta, StreamEnd, Usage
 from orchestrator.models import Conversation, Message, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
 from tests.fixtures.orchestrator import ScriptedLLM, make_principal
+from tests.orchestrator.fakes import FedLLM, ManualClock, Upstream
 
 
 async def test_history_leaves_out_failed_answers_and_keeps_the_last_turns(
@@ -89,36 +91,20 @@ async def test_cancelled_routing_records_a_failure_and_a_retry_answers(
     assert len(await repository.list_messages(conversation_id)) == 2
 
 
-class Clock:
-    """A UTC clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 STALE_AFTER = timedelta(seconds=60)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def timed(database_url: str, clock: Clock) -> AsyncIterator[ConversationRepository]:
+async def timed(database_url: str, clock: ManualClock) -> AsyncIterator[ConversationRepository]:
     """A repository whose timestamps come from the test's clock."""
     engine = create_engine(database_url)
     yield ConversationRepository(engine, clock=clock)
     await engine.dispose()
 
 
-def service_at(repository: ConversationRepository, llm: ScriptedLLM, clock: Clock) -> ChatService:
+def service_at(
+    repository: ConversationRepository, llm: ScriptedLLM, clock: ManualClock
+) -> ChatService:
     return ChatService(repository, llm, liveness=AnswerLiveness(STALE_AFTER, clock))
 
 
@@ -131,12 +117,12 @@ async def crashed_turn(
         conversation, content="Where is the APU starter?", idempotency_key=key
     )
     await repository.update_message(answer.id, agent="documentation", confidence=1.0)
-    await repository.save_progress(answer.id, text)
+    await repository.save_progress(answer.id, text, attempt=answer.attempt)
     return conversation, question, answer
 
 
 async def test_a_retry_while_the_answer_is_still_written_is_in_progress(
-    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
 ) -> None:
     """Until the streaming answer is stale, its key answers IdempotencyInProgress (409)."""
     conversation, _, _ = await crashed_turn(timed, "k-live")
@@ -145,13 +131,14 @@ async def test_a_retry_while_the_answer_is_still_written_is_in_progress(
     question = Question(
         "Where is the APU starter?", agent="documentation", idempotency_key="k-live"
     )
-    with pytest.raises(IdempotencyInProgress):
+    with pytest.raises(IdempotencyInProgress) as busy:
         await service.ask(make_principal(), conversation.id, question)
     assert scripted_llm.sent == []
+    assert busy.value.retry_after == 1
 
 
 async def test_a_retry_of_a_stale_answer_answers_again_under_the_same_ids(
-    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
 ) -> None:
     """Once stale, the same key asks the model again; the answer replaces the cut one in place."""
     conversation, question, answer = await crashed_turn(timed, "k-stale")
@@ -170,7 +157,7 @@ async def test_a_retry_of_a_stale_answer_answers_again_under_the_same_ids(
 
 
 async def test_two_retries_of_a_stale_answer_answer_it_once(
-    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
 ) -> None:
     """Of two retries at once, one takes the stale answer over, the other is told it is busy."""
     conversation, _, _ = await crashed_turn(timed, "k-twice")
@@ -190,7 +177,7 @@ async def test_two_retries_of_a_stale_answer_answer_it_once(
 
 
 async def test_a_stale_question_without_an_answer_row_is_answered(
-    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
 ) -> None:
     """A question stored before answers had their row gets one when its key is retried late."""
     conversation = await timed.create_conversation(owner_sub="u1")
@@ -210,15 +197,15 @@ async def test_a_stale_question_without_an_answer_row_is_answered(
 
 
 async def test_history_keeps_stale_text_and_leaves_out_answers_being_written(
-    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: Clock
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
 ) -> None:
     """A stale answer counts as cut text; another request's answer still streaming is left out."""
     conversation = await timed.create_conversation(owner_sub="u1")
     _, cut = await timed.add_question(conversation, content="q-old")
-    await timed.save_progress(cut.id, "cut text")
+    await timed.save_progress(cut.id, "cut text", attempt=1)
     clock.advance(STALE_AFTER.total_seconds() + 1)
     _, live = await timed.add_question(conversation, content="q-live")
-    await timed.save_progress(live.id, "live text")
+    await timed.save_progress(live.id, "live text", attempt=1)
     clock.advance(1)
     service = service_at(timed, scripted_llm, clock)
     await service.ask(make_principal(), conversation.id, Question("q-new", agent="documentation"))
@@ -245,3 +232,108 @@ async def test_the_routing_calls_usage_is_stored_with_the_answer(
         stored.classification_completion_tokens,
         stored.classification_total_tokens,
     ) == (1, 2, 3)
+
+
+class RacingRepository(ConversationRepository):
+    """Misses an earlier request once, as a request arriving together with it does."""
+
+    hide_once = False
+
+    async def find_by_idempotency_key(self, owner_sub: str, key: str) -> Message | None:
+        if self.hide_once:
+            self.hide_once = False
+            return None
+        return await super().find_by_idempotency_key(owner_sub, key)
+
+
+async def test_the_409_says_how_long_until_a_retry_can_take_over(
+    timed: ConversationRepository, scripted_llm: ScriptedLLM, clock: ManualClock
+) -> None:
+    """retry_after counts from the answer's last write to its staleness; then a retry answers."""
+    conversation, _, _ = await crashed_turn(timed, "k-wait")
+    clock.advance(20)
+    service = service_at(timed, scripted_llm, clock)
+    retry = Question("Where is the APU starter?", agent="documentation", idempotency_key="k-wait")
+    with pytest.raises(IdempotencyInProgress) as busy:
+        await service.ask(make_principal(), conversation.id, retry)
+    assert busy.value.retry_after == STALE_AFTER.total_seconds() - 20 + 1
+    clock.advance(busy.value.retry_after)
+    exchange = await service.ask(make_principal(), conversation.id, retry)
+    assert exchange.assistant.status == "complete"
+
+
+async def test_a_request_racing_the_first_with_its_key_waits_the_whole_bound(
+    database_url: str, scripted_llm: ScriptedLLM, clock: ManualClock
+) -> None:
+    """When the key's question is stored meanwhile, the 409 asks to wait the whole bound."""
+    engine = create_engine(database_url)
+    try:
+        racing = RacingRepository(engine, clock=clock)
+        conversation = await racing.create_conversation(owner_sub="u1")
+        await racing.add_question(conversation, content="q", idempotency_key="k-race")
+        racing.hide_once = True
+        service = service_at(racing, scripted_llm, clock)
+        with pytest.raises(IdempotencyInProgress) as busy:
+            await service.ask(
+                make_principal(),
+                conversation.id,
+                Question("q", agent="documentation", idempotency_key="k-race"),
+            )
+    finally:
+        await engine.dispose()
+    assert busy.value.retry_after == STALE_AFTER.total_seconds() + 1
+
+
+@pytest.mark.parametrize("ends", [False, True], ids=["while-streaming", "at-the-end"])
+async def test_a_stream_taken_over_by_a_retry_changes_nothing_more(
+    timed: ConversationRepository, clock: ManualClock, ends: bool
+) -> None:
+    """A live stream wrongly judged stale stops with AnswerSuperseded; the retry's answer stays."""
+    conversation = await timed.create_conversation(owner_sub="u1")
+    question = Question("Where is the APU starter?", agent="documentation", idempotency_key="k-f")
+    upstream = Upstream()
+    upstream.send(StreamDelta("Old "))
+    first = service_at(timed, FedLLM(upstream), clock)
+    stream = await first.ask_streaming(make_principal(), conversation.id, question)
+    assert isinstance(stream, AnswerStream)
+    events = stream.events()
+    assert await anext(events) == StreamDelta("Old ")
+    # The first process is silent past the bound (a frozen event loop): a retry takes over.
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    retry = service_at(timed, ScriptedLLM(), clock)
+    retried = await retry.ask(make_principal(), conversation.id, question)
+    assert retried.assistant.id == stream.message_id
+    written = (await timed.list_messages(conversation.id))[-1]
+    clock.advance(1)
+    upstream.send(StreamDelta("words"), *([StreamEnd(Usage(1, 2, 3), "stop")] if ends else []))
+    assert [type(event) for event in [e async for e in events]] == [AnswerSuperseded]
+    stored = (await timed.list_messages(conversation.id))[-1]
+    assert (stored.content, stored.status, stored.attempt, stored.updated_at) == (
+        "Scripted answer.",
+        "complete",
+        2,
+        written.updated_at,
+    )
+
+
+async def test_a_whole_answer_taken_over_meanwhile_is_not_stored(
+    timed: ConversationRepository, clock: ManualClock
+) -> None:
+    """A non-streamed answer whose row a retry took over raises AnswerSuperseded, stores nothing."""
+    conversation = await timed.create_conversation(owner_sub="u1")
+    question = Question("Where is the APU starter?", agent="documentation", idempotency_key="k-w")
+    slow = ScriptedLLM()
+    slow.blocking = True
+    slow.answer = "Old answer."
+    first = asyncio.create_task(
+        service_at(timed, slow, clock).ask(make_principal(), conversation.id, question)
+    )
+    await slow.called.wait()
+    clock.advance(STALE_AFTER.total_seconds() + 1)
+    retry = service_at(timed, ScriptedLLM(), clock)
+    await retry.ask(make_principal(), conversation.id, question)
+    slow.block.set()
+    with pytest.raises(AnswerSuperseded):
+        await first
+    stored = (await timed.list_messages(conversation.id))[-1]
+    assert (stored.content, stored.status) == ("Scripted answer.", "complete")

@@ -184,7 +184,7 @@ def _old_rows(connection: Connection) -> None:
 async def test_upgrade_dates_existing_messages_by_their_creation(
     empty_engine: AsyncEngine,
 ) -> None:
-    """0002 gives every existing message its creation time as last write and no routing usage."""
+    """0002 dates existing messages by their creation, as first attempts without routing usage."""
     await upgrade(empty_engine, "0001")
     async with empty_engine.begin() as connection:
         await connection.run_sync(_old_rows)
@@ -194,6 +194,7 @@ async def test_upgrade_dates_existing_messages_by_their_creation(
     for message in messages:
         assert message.updated_at == message.created_at
         assert message.classification_total_tokens is None
+        assert message.attempt == 1
 
 
 async def test_downgrade_ends_answers_still_streaming(empty_engine: AsyncEngine) -> None:
@@ -211,4 +212,4 @@ async def test_downgrade_ends_answers_still_streaming(empty_engine: AsyncEngine)
         )
     statuses = {uuid.UUID(str(row[0])): row[1] for row in rows}
     assert statuses == {QUESTION: "complete", CUT: "partial", EMPTY: "failed"}
-    assert not {"updated_at", "classification_total_tokens"} & columns
+    assert not {"updated_at", "classification_total_tokens", "attempt"} & columns

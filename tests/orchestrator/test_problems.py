@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 
-from orchestrator.errors import StorageUnavailable
+from orchestrator.errors import IdempotencyInProgress, StorageUnavailable
 from orchestrator.llm import LLMBadResponse, LLMError, LLMRejected, LLMTimeout, LLMUnavailable
 from orchestrator.logs import RequestIdMiddleware
 from orchestrator.problems import CONTENT_TYPE, CatchAll, install
@@ -56,12 +56,14 @@ async def get(app: FastAPI, path: str = "/boom") -> httpx.Response:
         (LLMRejected(), 502, "llm_rejected", None),
         (LLMError("odd", code="llm_custom"), 502, "llm_custom", None),
         (StorageUnavailable(), 503, "storage_unavailable", None),
+        (IdempotencyInProgress(retry_after=42), 409, "idempotency_in_progress", "42"),
+        (IdempotencyInProgress(), 409, "idempotency_in_progress", None),
     ],
 )
 async def test_domain_errors_map_to_status_code_and_retry_after(
     error: Exception, status: int, code: str, retry_after: str | None
 ) -> None:
-    """Model and storage errors answer their status, stable code and Retry-After when known."""
+    """Model, storage and idempotency errors answer their status, code and Retry-After if known."""
     response = await get(app_raising(error))
     assert response.status_code == status
     assert response.headers["content-type"] == CONTENT_TYPE

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,10 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.db import create_engine
 from orchestrator.errors import IdempotencyInProgress, NotFound, StorageUnavailable
-from orchestrator.migrate import upgrade
+from orchestrator.llm import Usage
 from orchestrator.models import MessageStatus, Role
 from orchestrator.repository import TITLE_MAX_CHARS, ConversationRepository, title_from
-from tests.fixtures.postgres import fresh_schema
 
 
 class TickingClock:
@@ -30,34 +27,9 @@ class TickingClock:
         return self.now
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend_url(request: pytest.FixtureRequest) -> str:
-    fixture = "database_url" if request.param == "sqlite" else "postgres_url"
-    url: str = request.getfixturevalue(fixture)
-    return url
-
-
-@pytest.fixture
-async def engine(backend_url: str) -> AsyncIterator[AsyncEngine]:
-    if backend_url.startswith("sqlite"):
-        engine = create_engine(backend_url)
-        yield engine
-        await engine.dispose()
-        return
-    async with fresh_schema(backend_url) as engine:
-        await upgrade(engine)
-        yield engine
-
-
 @pytest.fixture
 def repo(engine: AsyncEngine) -> ConversationRepository:
+    """This module's repository: a clock that ticks, so every write has its own time."""
     return ConversationRepository(engine, clock=TickingClock())
 
 

@@ -1,9 +1,10 @@
 """Answers written while they stream, and the classifier's token usage.
 
 ``messages.updated_at`` is the time of a row's last write (existing rows take their creation
-time); the ``classification_*_tokens`` columns hold the routing call's usage. All columns are
-nullable: SQLite adds a NOT NULL column only with a constant default, and rebuilding the table
-instead would cascade deletes through its foreign keys.
+time); the ``classification_*_tokens`` columns hold the routing call's usage; ``attempt`` counts
+the takeovers of an answer (1 for every existing row), and each write of an answer is
+conditional on it. ``attempt`` alone is NOT NULL: SQLite adds such a column only with a constant
+default, and rebuilding the table instead would cascade deletes through its foreign keys.
 
 Revision ID: 0002
 Revises: 0001
@@ -34,6 +35,10 @@ def upgrade() -> None:
         op.add_column("messages", sa.Column(name, sa.Integer(), nullable=True))
     op.add_column("messages", sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE messages SET updated_at = created_at")
+    op.add_column(
+        "messages",
+        sa.Column("attempt", sa.Integer(), nullable=False, server_default=sa.text("1")),
+    )
 
 
 def downgrade() -> None:
@@ -43,6 +48,7 @@ def downgrade() -> None:
         "WHERE status = 'streaming'"
     )
     with op.batch_alter_table("messages", recreate="never") as batch:
+        batch.drop_column("attempt")
         batch.drop_column("updated_at")
         for name in reversed(_USAGE_COLUMNS):
             batch.drop_column(name)

@@ -228,7 +228,7 @@ async def test_an_answer_left_streaming_reads_as_partial_or_failed_once_stale(
     conversation = await repository.get_conversation(uuid.UUID(conversation_id))
     assert conversation is not None
     _, cut = await repository.add_question(conversation, content="Where is the APU starter?")
-    await repository.save_progress(cut.id, "The APU starter is")
+    await repository.save_progress(cut.id, "The APU starter is", attempt=cut.attempt)
     clock.advance(1)
     await repository.add_question(conversation, content="And its part number?")
 

@@ -300,7 +300,7 @@ async def test_key_reused_for_another_request_is_422(
 
 
 async def test_key_of_a_request_still_running_is_409(orchestrator: Orchestrator) -> None:
-    """A key whose question is stored but not yet answered answers 409."""
+    """A key whose question is stored but not yet answered answers 409 with Retry-After."""
     conversation_id = await orchestrator.conversation()
     repository = orchestrator.resources.repository
     conversation = await repository.get_conversation(uuid.UUID(conversation_id))
@@ -311,6 +311,8 @@ async def test_key_of_a_request_still_running_is_409(orchestrator: Orchestrator)
     response = await send(orchestrator, conversation_id, key="busy-key")
     assert response.status_code == 409
     assert response.json()["code"] == "idempotency_in_progress"
+    bound = orchestrator.resources.liveness.stale_after.total_seconds()
+    assert 1 <= int(response.headers["retry-after"]) <= bound + 1
 
 
 async def test_retry_after_failure_answers_with_the_same_ids(
@@ -396,7 +398,7 @@ async def crashed_answer(app: Orchestrator, key: str) -> tuple[str, Message, Mes
     question, answer = await repository.add_question(
         conversation, content=QUESTION, idempotency_key=key
     )
-    await repository.save_progress(answer.id, "Check the hydraulic")
+    await repository.save_progress(answer.id, "Check the hydraulic", attempt=answer.attempt)
     return conversation_id, question, answer
 
 
@@ -410,6 +412,9 @@ async def test_retry_of_an_answer_cut_by_a_crash_is_answered_once_stale(
     busy = await send(app, conversation_id, body, key="crash-1")
     assert busy.status_code == 409
     assert busy.json()["code"] == "idempotency_in_progress"
+    # Nothing was written since: the whole bound, strictly past it, is left.
+    stale_after = app.resources.liveness.stale_after.total_seconds()
+    assert busy.headers["retry-after"] == str(int(stale_after) + 1)
 
     clock.advance(app.resources.liveness.stale_after.total_seconds() + 1)
     retried = await send(app, conversation_id, body, key="crash-1")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from orchestrator.api import create_app
 from orchestrator.db import create_engine
-from orchestrator.llm import StreamDelta
+from orchestrator.llm import ChatMessage, StreamDelta, StreamEnd
 from orchestrator.models import Message
 from orchestrator.repository import ConversationRepository
 from tests.fixtures.azure import FakeAzure
@@ -279,3 +281,49 @@ async def test_meta_has_no_routing_usage_for_an_explicit_agent(orchestrator: Orc
     conversation_id = await orchestrator.conversation()
     meta = parse_sse((await stream(orchestrator, conversation_id)).text)[0][1]
     assert (meta["method"], meta["classification_usage"]) == ("explicit", None)
+
+
+class TakenOverLLM(ScriptedLLM):
+    """A model whose answer row a retry takes over right after its first chunk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repository: ConversationRepository | None = None
+        self.conversation_id: uuid.UUID | None = None
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
+    ) -> AsyncIterator[StreamDelta | StreamEnd]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[StreamDelta | StreamEnd]:
+        assert self.repository is not None
+        assert self.conversation_id is not None
+        yield StreamDelta("Old ")
+        answer = (await self.repository.list_messages(self.conversation_id))[-1]
+        far_future = datetime(2100, 1, 1, tzinfo=UTC)
+        assert await self.repository.claim_answer(answer.id, stale_before=far_future)
+        yield StreamDelta("words.")
+
+
+async def test_a_stream_taken_over_by_a_retry_ends_with_an_error_event(
+    database_url: str, assertion_signer: AssertionSigner
+) -> None:
+    """A superseded stream ends with an answer_superseded error event, storing none of it."""
+    llm = TakenOverLLM()
+    settings = settings_for_tests(database_url, None)
+    async with orchestrator_for(settings, assertion_signer, llm=llm) as orchestrator:
+        conversation_id = await orchestrator.conversation()
+        llm.repository = orchestrator.resources.repository
+        llm.conversation_id = uuid.UUID(conversation_id)
+        events = parse_sse((await stream(orchestrator, conversation_id)).text)
+        name, error = events[-1]
+        assert (name, error["code"], error["status"], error["partial"]) == (
+            "error",
+            "answer_superseded",
+            409,
+            False,
+        )
+        assert "done" not in [event for event, _ in events]
+        answer = (await stored(orchestrator, conversation_id))[-1]
+        assert (answer.content, answer.status, answer.attempt) == ("", "streaming", 2)
