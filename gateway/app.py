@@ -23,6 +23,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy import text
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import (
     health,
@@ -71,13 +73,42 @@ from gateway.tokens import BearerAuthenticator
 from gateway.usage_meter import UsageMeter
 from gateway.usage_store import UsageRecorder, UsageStore
 
-__all__ = ["create_app"]
+__all__ = ["GatewayApp", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "mro:rl"
 # Redis answers in well under a millisecond; waiting longer only delays the fallback.
 REDIS_TIMEOUT_SECONDS = 0.5
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the request pipeline in front of its whole middleware stack.
+
+    Every HTTP request enters the pipeline first; only those for the gateway's own routes go on
+    into FastAPI (proxied ones never pass Starlette's middleware). Lifespan and other scopes go
+    straight to FastAPI.
+    """
+
+    pipeline: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None and scope["type"] == "http":
+            await pipeline(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def serve_own(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The gateway's own routes: FastAPI as a plain ASGI app (the pipeline's inner app)."""
+        await super().__call__(scope, receive, send)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # The pipeline answers an unexpected error itself (problem+json with the request id, and
+        # one log line); Starlette's outermost error middleware would answer it first in plain
+        # text.
+        stack = super().build_middleware_stack()
+        return stack.app if isinstance(stack, ServerErrorMiddleware) else stack
 
 
 def _audit_outage(
@@ -112,7 +143,7 @@ def create_app(
     audit_sink: AuditSink | None = None,
     keycloak_http: httpx.AsyncClient | None = None,
     key_prefix: str = KEY_PREFIX,
-) -> FastAPI:
+) -> GatewayApp:
     """The gateway app for settings; keyword arguments replace the default parts."""
     development = settings.environment is Environment.DEVELOPMENT
     policy = policy or Policy.load(
@@ -264,7 +295,7 @@ def create_app(
                 await keycloak.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="MRO Gateway",
         summary="The gateway's own routes; orchestrator routes are documented there.",
         version="0.1.0",
@@ -290,9 +321,9 @@ def create_app(
             clock=clock, on_key_changed=api_keys.invalidate if api_keys else None
         )
     )
-    app.add_middleware(
-        Pipeline,
-        parts=PipelineParts(
+    app.pipeline = Pipeline(
+        app.serve_own,
+        PipelineParts(
             policy=policy,
             proxies=TrustedProxies(settings.trusted_proxies),
             max_body_bytes=settings.max_body_bytes,

@@ -51,6 +51,7 @@ access_logger = logging.getLogger("gateway.access")
 
 # Logged and counted for requests whose client left before the answer was complete.
 CLIENT_CLOSED = 499
+_REQUEST_ID = b"x-request-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,15 @@ class PipelineParts:
     header_limits: HeaderLimits = field(default_factory=HeaderLimits)
 
 
+def _log_access(fields: dict[str, object]) -> None:
+    """One access log line: ``access_logger.info("request", extra=fields)`` without looking up
+    the caller's source line in the stack (the line's fields never include it)."""
+    record = access_logger.makeRecord(
+        access_logger.name, logging.INFO, __file__, 0, "request", (), None, None, fields
+    )
+    access_logger.handle(record)
+
+
 class _Reply:
     """The downstream ``send``, adding the gateway's fields to the response head."""
 
@@ -98,9 +108,12 @@ class _Reply:
             self.status = message["status"]
             headers = list(message.get("headers", ()))
             present = {name.lower() for name, _ in headers}
-            headers.extend(f for f in self.extra if f[0] not in present)
-            headers.append((b"x-request-id", self.request_id.encode()))
-            self.security.add(headers, self.path)
+            for extra in self.extra:
+                if extra[0] not in present:
+                    headers.append(extra)
+                    present.add(extra[0])
+            headers.append((_REQUEST_ID, self.request_id.encode()))
+            self.security.add(headers, self.path, present)
             message = {**message, "headers": headers}
         await self.send(message)
 
@@ -149,18 +162,18 @@ class Pipeline:
             seconds = time.perf_counter() - started
             route = context.route or "unmatched"
             parts.metrics.observe_request(route, scope["method"], reply.status, seconds)
-            access_logger.info(
-                "request",
-                extra={
-                    "request_id": context.request_id,
-                    "method": scope["method"],
-                    "route": route,
-                    "status": reply.status,
-                    "ms": round(seconds * 1000, 2),
-                    "client_ip": context.client_ip,
-                    "sub": context.identity.subject if context.identity else None,
-                },
-            )
+            if access_logger.isEnabledFor(logging.INFO):
+                _log_access(
+                    {
+                        "request_id": context.request_id,
+                        "method": scope["method"],
+                        "route": route,
+                        "status": reply.status,
+                        "ms": round(seconds * 1000, 2),
+                        "client_ip": context.client_ip,
+                        "sub": context.identity.subject if context.identity else None,
+                    }
+                )
 
     async def _handle(
         self, scope: Scope, receive: Receive, reply: _Reply, context: RequestContext

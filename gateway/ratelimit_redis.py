@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
@@ -31,8 +31,9 @@ __all__ = ["STRATEGY", "RedisWindowLimiter"]
 STRATEGY = "moving-window"
 
 # KEYS: one list per limit. ARGV: now, cost, then amount and window per key.
-# Returns: allowed (1/0), then per key the count inside the window and the seconds until the
-# oldest counted hit leaves it (a string: Redis would truncate a Lua number to an integer).
+# Returns one string of space-separated fields (one bulk reply is cheaper to read than an array;
+# and Redis would truncate a Lua number to an integer): allowed (1/0), then per key the count
+# inside the window and the seconds until the oldest counted hit leaves it.
 _SCRIPT = """
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
@@ -80,11 +81,19 @@ for i = 1, #KEYS do
     result[#result + 1] = counts[i]
     result[#result + 1] = tostring(reset)
 end
-return result
+return table.concat(result, ' ')
 """
 
 
-_Call = tuple[Sequence[str], Sequence[str | int], "asyncio.Future[Any]"]
+_Pending = tuple[Sequence[bytes], Sequence[bytes], "asyncio.Future[Any]"]
+
+
+class _Call(NamedTuple):
+    """What stays the same between one caller's checks: keys, amounts and windows encoded."""
+
+    keys: tuple[bytes, ...]
+    tail: tuple[bytes, ...]
+    amounts: tuple[int, ...]
 
 
 class _BatchedScript:
@@ -94,11 +103,11 @@ class _BatchedScript:
         self._redis = redis
         self._script = script
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-        self._pending: list[_Call] = []
+        self._pending: list[_Pending] = []
         # The sending tasks, held until done (the event loop keeps only weak references).
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def __call__(self, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         """The script's reply; raises what Redis or the connection raised."""
         loop = asyncio.get_running_loop()
         if not self._pending:
@@ -114,7 +123,7 @@ class _BatchedScript:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: list[_Pending]) -> None:
         try:
             replies = await self._replies(batch)
             again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
@@ -141,7 +150,7 @@ class _BatchedScript:
             else:
                 future.set_result(reply)
 
-    async def _replies(self, batch: list[_Call]) -> list[Any]:
+    async def _replies(self, batch: list[_Pending]) -> list[Any]:
         if len(batch) == 1:
             keys, args, _ = batch[0]
             try:
@@ -164,31 +173,38 @@ class RedisWindowLimiter:
         self._namespace = namespace
         self._clock = clock
         self._script = _BatchedScript(redis, _SCRIPT)
-        self._keys: dict[tuple[str, Limit], str] = {}
+        self._calls: dict[tuple[str, tuple[Limit, ...]], _Call] = {}
 
-    def _key(self, key: str, limit: Limit) -> str:
-        cached = self._keys.get((key, limit))
+    def _call(self, key: str, limits: tuple[Limit, ...]) -> _Call:
+        """The script's keys and the constant tail of its arguments, built once per caller."""
+        cached = self._calls.get((key, limits))
         if cached is None:
             # Bounded: forget everything rather than grow with every caller ever seen.
-            if len(self._keys) > 65_536:
-                self._keys.clear()
-            cached = self._keys[(key, limit)] = (
-                f"{self._namespace}:{limit.name}:{limit.amount}/{limit.window}:{{{key}}}"
+            if len(self._calls) > 65_536:
+                self._calls.clear()
+            keys = tuple(
+                f"{self._namespace}:{limit.name}:{limit.amount}/{limit.window}:{{{key}}}".encode()
+                for limit in limits
             )
+            tail: list[bytes] = []
+            for limit in limits:
+                tail += [str(limit.amount).encode(), str(limit.window).encode()]
+            amounts = tuple(limit.amount for limit in limits)
+            cached = self._calls[(key, limits)] = _Call(keys, tuple(tail), amounts)
         return cached
 
     async def hit(self, key: str, limits: Sequence[Limit], cost: int = 1) -> Decision:
         """Count one hit against every limit (or none); raises LimiterUnavailable."""
-        now = self._clock()
-        args: list[str | int] = [repr(now), cost]
-        for limit in limits:
-            args += [limit.amount, limit.window]
+        limits = tuple(limits)
+        call = self._call(key, limits)
+        args = (repr(self._clock()).encode(), str(cost).encode(), *call.tail)
         try:
-            reply = await self._script([self._key(key, limit) for limit in limits], args)
+            reply = await self._script(call.keys, args)
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(type(exc).__name__) from exc
+        fields = reply.split()
         usages = tuple(
-            Usage(limit, limit.amount - int(reply[1 + 2 * i]), float(reply[2 + 2 * i]))
-            for i, limit in enumerate(limits)
+            Usage(limit, amount - int(fields[1 + 2 * i]), float(fields[2 + 2 * i]))
+            for i, (limit, amount) in enumerate(zip(limits, call.amounts, strict=True))
         )
-        return Decision(bool(reply[0]), usages)
+        return Decision(int(fields[0]) == 1, usages)

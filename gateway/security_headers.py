@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 __all__ = ["SecurityHeaders"]
 
 # Nothing may load, frame or be framed: the gateway serves JSON, not pages.
@@ -29,13 +31,19 @@ class SecurityHeaders:
         if public_url.lower().startswith("https://"):
             fields.append(("strict-transport-security", HSTS))
         self._fields = tuple((name.encode(), value.encode()) for name, value in fields)
-        self._strict = (b"content-security-policy", STRICT_CSP.encode())
-        self._docs = (b"content-security-policy", DOCS_CSP.encode())
+        self._strict_fields = (*self._fields, (b"content-security-policy", STRICT_CSP.encode()))
+        self._docs_fields = (*self._fields, (b"content-security-policy", DOCS_CSP.encode()))
 
-    def add(self, headers: list[tuple[bytes, bytes]], path: str) -> None:
-        """Append the fields headers lacks (names compared in lower case)."""
-        present = {name.lower() for name, _ in headers}
-        csp = self._docs if path == "/docs" else self._strict
-        for name, value in (*self._fields, csp):
-            if name not in present:
-                headers.append((name, value))
+    def add(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        path: str,
+        present: Set[bytes] | None = None,
+    ) -> None:
+        """Append the fields headers lacks (names compared in lower case); ``present``, when
+        given, holds the lower-cased names headers already has."""
+        if present is None:
+            present = {name.lower() for name, _ in headers}
+        for field in self._docs_fields if path == "/docs" else self._strict_fields:
+            if field[0] not in present:
+                headers.append(field)

@@ -11,11 +11,13 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.procs import free_port
 from gateway.app import create_app
 from gateway.assertion import generate_signing_key_pem
 from gateway.audit import QueuedAuditWriter
+from gateway.dependencies import get_services
 from gateway.http_client import HttpxUpstreamClient, Timeouts
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from tests.gateway.harness import RecordingUpstream, running, settings_for
@@ -191,3 +193,46 @@ async def test_logs_carry_request_ids_and_no_credentials(
     access = [r for r in caplog.records if r.name == "gateway.access"]
     assert access[-1].request_id == response.headers["x-request-id"]  # type: ignore[attr-defined]
     assert all(token not in r.getMessage() and token not in str(r.__dict__) for r in caplog.records)
+
+
+async def test_proxied_requests_do_not_enter_fastapis_middleware_stack(
+    tmp_path: Path, redis_url: str, idp: LocalIdP
+) -> None:
+    """The pipeline answers proxied routes alone; only the gateway's own routes enter FastAPI."""
+    entered: list[str] = []
+
+    class Recorder:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            entered.append(scope.get("path", scope["type"]))
+            await self.app(scope, receive, send)
+
+    with running_idp(idp):
+        app = _app(tmp_path, redis_url, idp, RecordingUpstream())
+        app.add_middleware(Recorder)
+        token = idp.factory().token("u-1")
+        async with running(app) as http:
+            proxied = await http.get("/api/agents", headers={"Authorization": f"Bearer {token}"})
+            own = await http.get("/healthz")
+    assert (proxied.status_code, own.status_code) == (200, 200)
+    assert [path for path in entered if path.startswith("/")] == ["/healthz"]
+
+
+async def test_an_unexpected_error_in_an_own_route_is_a_problem_document(
+    tmp_path: Path, redis_url: str, idp: LocalIdP
+) -> None:
+    """A gateway route that raises answers 500 problem+json with the request id, not plain text."""
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    app = _app(tmp_path, redis_url, idp, RecordingUpstream())
+    app.dependency_overrides[get_services] = broken
+    async with running(app) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert "boom" not in response.text

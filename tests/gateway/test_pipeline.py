@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -180,3 +181,35 @@ async def test_ratelimit_fields_follow_the_draft(tmp_path: Path, redis_url: str)
     assert all(re.fullmatch(TOKEN_POLICY_MEMBER, member) for member in token_members)
     assert llm.headers["ratelimit"].startswith('"tier";r=118;t=60, "llm";r=9;t=60')
     assert public.headers["ratelimit-policy"] == '"anonymous";q=300;w=60'
+
+
+async def test_access_line_has_every_field_and_skips_the_caller_lookup(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One access record per request with its fields; built without walking the stack."""
+    app = in_process_app(tmp_path, redis_url, RecordingUpstream())
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        async with running(app) as http:
+            response = await http.get("/api/agents", headers=TECH)
+    (record,) = [r for r in caplog.records if r.name == "gateway.access"]
+    fields = {k: getattr(record, k) for k in ("method", "route", "status", "client_ip", "sub")}
+    assert fields == {
+        "method": "GET",
+        "route": "/api/agents",
+        "status": 200,
+        "client_ip": "203.0.113.7",
+        "sub": "tech-1",
+    }
+    assert getattr(record, "request_id") == response.headers["x-request-id"]  # noqa: B009
+    assert (record.getMessage(), record.levelno, record.funcName) == ("request", logging.INFO, None)
+
+
+async def test_upstream_fields_are_kept_and_never_doubled(tmp_path: Path, redis_url: str) -> None:
+    """Security and rate-limit fields are added once each, after the upstream's own fields."""
+    app = in_process_app(tmp_path, redis_url, RecordingUpstream())
+    async with running(app) as http:
+        response = await http.get("/api/agents", headers=TECH)
+    names = [name.lower() for name, _ in response.headers.raw]
+    for name in (b"x-request-id", b"x-content-type-options", b"ratelimit", b"cache-control"):
+        assert names.count(name) == 1, name
+    assert names.index(b"content-type") < names.index(b"x-request-id")

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from devstack.procs import free_port
 from gateway.ratelimit import Limit, Limiter, LimiterUnavailable, namespace
 from gateway.ratelimit_fallback import LimitsLimiter
-from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
+from gateway.ratelimit_redis import _SCRIPT, STRATEGY, RedisWindowLimiter
 from tests.gateway.harness import FakeMonotonic
 
 pytestmark = pytest.mark.redis
@@ -196,3 +196,24 @@ async def test_a_caller_that_goes_away_leaves_the_others_their_answer(redis: Red
     done = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(done[0], asyncio.CancelledError)
     assert all(d.allowed for d in done[1:])  # type: ignore[union-attr]
+
+
+async def test_the_script_answers_one_string(redis: Redis) -> None:
+    """One bulk reply (cheaper to read than an array): allowed, then count and reset per key."""
+    sha = await redis.script_load(_SCRIPT)
+    key = f"t-{uuid.uuid4().hex}"
+    args = [b"100.5", b"1", b"5", b"60", b"10", b"1"]
+    assert await redis.evalsha(sha, 2, f"{key}:a", f"{key}:b", *args) == b"1 1 60 1 1"
+    assert await redis.evalsha(sha, 1, f"{key}:a", b"130.5", b"1", b"5", b"60") == b"1 2 30"
+
+
+async def test_checks_of_several_limits_report_each(redis: Redis) -> None:
+    """Each limit of a check gets its own remaining count; one full limit refuses the hit."""
+    limiter = RedisWindowLimiter(redis, f"t-{uuid.uuid4().hex}")
+    two = Limit.parse("burst", "2/second")
+    first = await limiter.hit("sub:a", (FIVE, two))
+    second = await limiter.hit("sub:a", [FIVE, two])
+    third = await limiter.hit("sub:a", (FIVE, two))
+    assert [u.remaining for u in first.usages] == [4, 1]
+    assert [u.remaining for u in second.usages] == [3, 0]
+    assert (third.allowed, [u.remaining for u in third.usages]) == (False, [3, 0])
