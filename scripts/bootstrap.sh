@@ -30,3 +30,14 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.local/bin:$PATH"
 uv sync --frozen --quiet
+
+# kustomize renders infra/k8s in tests/infra; pinned, built from the Go module proxy once.
+KUSTOMIZE_VERSION=v5.7.1
+if [[ ! -x .cache/bin/kustomize ]] || ! .cache/bin/kustomize version 2>/dev/null | grep -qx "$KUSTOMIZE_VERSION"; then
+  if command -v go >/dev/null 2>&1; then
+    echo "bootstrap: building kustomize $KUSTOMIZE_VERSION from the Go module proxy"
+    GOBIN="$PWD/.cache/bin" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  else
+    echo "bootstrap: no Go toolchain: tests/infra renders with kustomize or kubectl from PATH" >&2
+  fi
+fi

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from devstack.paths import CACHE
+
 KUSTOMIZATION = "kustomization.yaml"
 Manifest = dict[str, Any]
 
@@ -100,7 +102,11 @@ def patch_targets(folder: Path, patch: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def binary() -> list[str] | None:
-    """The command that renders a kustomization folder, or None when none is installed."""
+    """The command that renders a kustomization folder, or None when none is installed: the
+    kustomize scripts/bootstrap.sh pins in .cache/bin, else kustomize or kubectl from PATH."""
+    pinned = CACHE / "bin" / "kustomize"
+    if pinned.is_file():
+        return [str(pinned), "build"]
     if kustomize := shutil.which("kustomize"):
         return [kustomize, "build"]
     if kubectl := shutil.which("kubectl"):
