@@ -75,6 +75,18 @@ class Ui:
         self.page.wait_for_url(f"{self.gateway_url}/**")
         self.heading("Sign in")
 
+    def finished_answer(self) -> Locator:
+        """The conversation's last answer, once it has stopped streaming (30 s at most)."""
+        answer = self.page.locator(".message-assistant").last
+        expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"), timeout=30_000)
+        return answer
+
+    def delete_conversation(self) -> None:
+        """Delete the open conversation and confirm; ends on the conversation list."""
+        self.page.get_by_role("button", name="Delete conversation").click()
+        self.page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+        self.heading("Your conversations")
+
     def nav_links(self) -> list[str]:
         """Names of the links in the main navigation."""
         nav = self.page.get_by_role("navigation", name="Main")

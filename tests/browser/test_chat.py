@@ -100,14 +100,11 @@ def test_markup_in_questions_and_answers_stays_text(
     markup = 'Manual says <img src=x id="injected"> and <b id="bold">bold</b>; what now?'
     page.get_by_label("Your question").fill(markup)
     page.get_by_label("Your question").press("Enter")
-    answer = page.locator(".message-assistant").last
-    expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"), timeout=30_000)
+    answer = ui.finished_answer()
     expect(page.locator(".message-user .message-content")).to_have_text(markup)
     expect(answer.locator(".message-content")).to_contain_text('<img src=x id="injected">')
     expect(page.locator("#injected, #bold")).to_have_count(0)
-    page.get_by_role("button", name="Delete conversation").click()
-    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
-    ui.heading("Your conversations")
+    ui.delete_conversation()
     assert ui.errors == []
 
 
@@ -126,8 +123,7 @@ def test_a_failed_stream_shows_an_error_banner_and_a_partial_answer(
     live_stack.azure.inject_fault("cut", after_chunks=3)
     page.get_by_label("Your question").fill("Troubleshoot the APU bleed valve fault, please.")
     page.get_by_role("button", name="Send").click()
-    answer = page.locator(".message-assistant").last
-    expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"), timeout=30_000)
+    answer = ui.finished_answer()
     banner = page.locator("#banner")
     expect(banner).to_contain_text("The answer could not be completed")
     expect(answer.locator(".badge")).to_have_text(re.compile("Partial answer|No answer"))
@@ -135,6 +131,4 @@ def test_a_failed_stream_shows_an_error_banner_and_a_partial_answer(
     ui.shot("05-stream-error", full_page=False)
     page.get_by_role("button", name="Dismiss message").click()
     expect(banner).to_be_empty()
-    page.get_by_role("button", name="Delete conversation").click()
-    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
-    ui.heading("Your conversations")
+    ui.delete_conversation()
