@@ -32,7 +32,8 @@ from pathlib import Path
 from types import FrameType
 
 from gateway_setup import access_token, seed_api_keys, write_oidc, write_policy
-from loadgen import MARKER, WrkResult, _children_cpu_seconds
+from joserfc.jwk import RSAKey
+from loadgen import WrkResult, wrk
 from processes import (
     BenchError,
     Server,
@@ -76,24 +77,7 @@ def run_wrk(
     env = {**os.environ, "BENCH_DELAY_MS": f"{delay_ms:.3f}"}
     if header:
         env["BENCH_HEADER_NAME"], env["BENCH_HEADER_VALUE"] = header
-    before = _children_cpu_seconds()
-    done = subprocess.run(
-        pinned(argv, cpus), env=env, capture_output=True, text=True, timeout=seconds + 30
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
-    if done.returncode != 0 or not lines:
-        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
-    data = json.loads(lines[-1][len(MARKER) :])
-    return WrkResult(
-        requests=data["requests"],
-        seconds=data["duration_us"] / 1e6,
-        p50_ms=data["p50_us"] / 1000,
-        p90_ms=data["p90_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        max_ms=data["max_us"] / 1000,
-        errors=sum(data["errors"].values()),
-        loadgen_cpu_seconds=_children_cpu_seconds() - before,
-    )
+    return wrk(argv, env, seconds, cpus)
 
 
 def measured(
@@ -149,6 +133,39 @@ def start_redis(port: int) -> Server:
             time.sleep(0.1)
     server.stop()
     raise BenchError(f"redis-server did not start:\n{server.log_tail()}")
+
+
+@dataclass
+class Backends:
+    """What a gateway under test talks to: the upstream, a stand-in OIDC provider, Redis."""
+
+    upstream: Server
+    upstream_port: int
+    oidc_port: int
+    redis_port: int
+    oidc_base: str
+    key: RSAKey
+
+    def gateway_env(self, name: str, policy: Path) -> dict[str, str]:
+        return gateway_env(name, self.upstream_port, self.oidc_port, self.redis_port, policy)
+
+
+def start_backends(stack: ExitStack, oidc_folder: str, upstream_cpus: str) -> Backends:
+    """Start the upstream, the OIDC file server (keys in GW/oidc_folder) and Redis; stack
+    stops them."""
+    up_port, oidc_port, redis_port = free_port(), free_port(), free_port()
+    upstream = start_upstream(up_port, upstream_cpus)
+    stack.callback(upstream.stop)
+    oidc_base = f"http://127.0.0.1:{oidc_port}"
+    key = write_oidc(GW / oidc_folder, oidc_base)
+    oidc_argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1"]
+    oidc_argv += ["--directory", str(GW / oidc_folder), str(oidc_port)]
+    discovery = f"{oidc_base}/realms/mro/.well-known/openid-configuration"
+    oidc = start("oidc", oidc_argv, WORK / "logs", discovery)
+    stack.callback(oidc.stop)
+    redis = start_redis(redis_port)
+    stack.callback(redis.stop)
+    return Backends(upstream, up_port, oidc_port, redis_port, oidc_base, key)
 
 
 def start_gateway(
@@ -336,24 +353,19 @@ def main() -> None:
     rows: list[Row] = []
     profile_lines: list[str] = []
     with ExitStack() as stack:
-        up_port, oidc_port, redis_port = free_port(), free_port(), free_port()
-        upstream = start_upstream(up_port, "1")
-        stack.callback(upstream.stop)
-        oidc_base = f"http://127.0.0.1:{oidc_port}"
-        key = write_oidc(GW / "oidc", oidc_base)
-        oidc_argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1"]
-        oidc_argv += ["--directory", str(GW / "oidc"), str(oidc_port)]
-        discovery = f"{oidc_base}/realms/mro/.well-known/openid-configuration"
-        oidc = start("oidc", oidc_argv, WORK / "logs", discovery)
-        stack.callback(oidc.stop)
-        redis = start_redis(redis_port)
-        stack.callback(redis.stop)
+        backends = start_backends(stack, "oidc", "1")
+        upstream, up_port, oidc_base, key = (
+            backends.upstream,
+            backends.upstream_port,
+            backends.oidc_base,
+            backends.key,
+        )
         packaged = ROOT / "gateway" / "policy.toml"
         write_policy(packaged, GW / "policy.toml", 0)
         write_policy(packaged, GW / "policy-big.toml", args.extra_routes)
-        env = gateway_env("gw", up_port, oidc_port, redis_port, GW / "policy.toml")
+        env = backends.gateway_env("gw", GW / "policy.toml")
         api_key = seed_api_keys(env["MRO_GATEWAY_DATABASE_URL"], PEPPER, 1)
-        big_env = gateway_env("big", up_port, oidc_port, redis_port, GW / "policy-big.toml")
+        big_env = backends.gateway_env("big", GW / "policy-big.toml")
         api_key_big = seed_api_keys(big_env["MRO_GATEWAY_DATABASE_URL"], PEPPER, args.many_keys)
         bearer = (
             "Authorization",

@@ -141,10 +141,8 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from gateway_bench import GW, PEPPER, gateway_env, start_redis
-    from gateway_setup import access_token, seed_api_keys, write_oidc, write_policy
-    from processes import free_port, start
-    from targets import WORK, start_upstream
+    from gateway_bench import GW, PEPPER, start_backends
+    from gateway_setup import access_token, seed_api_keys, write_policy
 
     trees = [(label, Path(path)) for label, path in (t.split("=", 1) for t in args.tree)]
     trees = trees or [("working tree", ROOT)]
@@ -152,25 +150,14 @@ def main() -> None:
     GW.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str], list[float]] = {}
     with ExitStack() as stack:
-        up_port, oidc_port, redis_port = free_port(), free_port(), free_port()
-        upstream = start_upstream(up_port, "0")
-        stack.callback(upstream.stop)
-        oidc_base = f"http://127.0.0.1:{oidc_port}"
-        key = write_oidc(GW / "oidc-inproc", oidc_base)
-        oidc_argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1"]
-        oidc_argv += ["--directory", str(GW / "oidc-inproc"), str(oidc_port)]
-        discovery = f"{oidc_base}/realms/mro/.well-known/openid-configuration"
-        oidc = start("oidc", oidc_argv, WORK / "logs", discovery)
-        stack.callback(oidc.stop)
-        redis = start_redis(redis_port)
-        stack.callback(redis.stop)
+        backends = start_backends(stack, "oidc-inproc", "0")
         write_policy(ROOT / "gateway" / "policy.toml", GW / "policy-inproc.toml", 0)
-        env = gateway_env("inproc", up_port, oidc_port, redis_port, GW / "policy-inproc.toml")
+        env = backends.gateway_env("inproc", GW / "policy-inproc.toml")
         Path(env["MRO_GATEWAY_DATABASE_URL"].split("///", 1)[1]).unlink(missing_ok=True)
         api_key = seed_api_keys(env["MRO_GATEWAY_DATABASE_URL"], PEPPER, 1)
         credentials = {
             "JWT": "Authorization: Bearer "
-            + access_token(key, oidc_base, "tech-1", ["technician"]),
+            + access_token(backends.key, backends.oidc_base, "tech-1", ["technician"]),
             "API key": "X-API-Key: " + api_key,
         }
         for number in range(args.rounds):

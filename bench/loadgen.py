@@ -61,6 +61,11 @@ def run_wrk(base_url: str, workload: Workload, seconds: float, cpus: str | None)
         base_url + workload.path,
     ]
     env = {**os.environ, "BENCH_POST_BYTES": str(workload.post_bytes)}
+    return wrk(argv, env, seconds, cpus)
+
+
+def wrk(argv: list[str], env: dict[str, str], seconds: float, cpus: str | None) -> WrkResult:
+    """Run a wrk command line whose script prints the JSON summary line; the parsed result."""
     before = _children_cpu_seconds()
     done = subprocess.run(
         pinned(argv, cpus), env=env, capture_output=True, text=True, timeout=seconds + 30
