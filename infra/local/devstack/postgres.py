@@ -14,7 +14,8 @@ from devstack.procs import Service, StackError, port_open, start, wait_until
 _DB = "mro"
 
 
-def _binary(name: str) -> str:
+def binary(name: str) -> str:
+    """Path of a PostgreSQL program (PATH, else the newest Debian install); raises StackError."""
     found = shutil.which(name)
     if found:
         return found
@@ -23,7 +24,8 @@ def _binary(name: str) -> str:
     raise StackError(f"{name} not found: run scripts/bootstrap.sh")
 
 
-def _as_postgres_user(argv: list[str]) -> list[str]:
+def as_postgres_user(argv: list[str]) -> list[str]:
+    """argv run as the postgres system user when running as root."""
     # initdb and postgres refuse to run as root; Debian's package creates the postgres user.
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *argv]
@@ -45,17 +47,17 @@ def ensure_postgres(port: int = 5433, host: str = "127.0.0.1") -> Service:
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     subprocess.run(  # noqa: S603 - fixed argv
-        _as_postgres_user(
-            [_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        as_postgres_user(
+            [binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
         ),
         check=True,
         capture_output=True,
     )
     service = start(
         "postgres",
-        _as_postgres_user(
+        as_postgres_user(
             [
-                _binary("postgres"),
+                binary("postgres"),
                 "-D",
                 str(data),
                 "-h",
@@ -71,6 +73,6 @@ def ensure_postgres(port: int = 5433, host: str = "127.0.0.1") -> Service:
         url=url,
     )
     wait_until(service, lambda: port_open(host, port), timeout=30)
-    createdb = [_binary("createdb"), "-h", host, "-p", str(port), "-U", "postgres", _DB]
+    createdb = [binary("createdb"), "-h", host, "-p", str(port), "-U", "postgres", _DB]
     subprocess.run(createdb, check=True, capture_output=True)  # noqa: S603 - fixed argv
     return service
