@@ -37,6 +37,7 @@ from gateway.audit import AuditSink
 from gateway.context import RequestContext
 from gateway.errors import AuthenticationError
 from gateway.identity import Authenticator
+from gateway.oidc_tokens import BACKCHANNEL_LOGOUT_EVENT
 from gateway.policy import Policy
 from gateway.routes_api_keys import create_router
 from gateway.settings import GatewaySettings
@@ -291,3 +292,22 @@ def admin_app(
     app.dependency_overrides[dependencies.get_audit] = lambda: audit
     app.add_middleware(IdentityMiddleware, authenticator=authenticator, policy=Policy.load())
     return app
+
+
+def logout_claims(factory: TokenFactory, audience: str, **overrides: Any) -> dict[str, Any]:
+    """Claims of a valid back-channel logout token from factory's issuer to audience; an
+    override of None leaves that claim out."""
+    now = int(factory.clock())
+    claims: dict[str, Any] = {
+        "iss": factory.issuer,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 120,
+        "jti": uuid.uuid4().hex,
+        "sub": "user-1",
+        "sid": "sid-1",
+        "typ": "Logout",
+        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+    }
+    claims.update(overrides)
+    return {name: value for name, value in claims.items() if value is not None}

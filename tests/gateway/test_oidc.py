@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +29,7 @@ from tests.gateway.keys import (
     TokenFactory,
     compact,
     hs256_token,
+    logout_claims,
     rsa_key,
     running_idp,
 )
@@ -69,23 +69,6 @@ def id_claims(factory: TokenFactory, **overrides: Any) -> dict[str, Any]:
         "exp": now + 300,
         "nonce": NONCE,
         "sid": "sid-1",
-    }
-    claims.update(overrides)
-    return {name: value for name, value in claims.items() if value is not None}
-
-
-def logout_claims(factory: TokenFactory, **overrides: Any) -> dict[str, Any]:
-    now = int(factory.clock())
-    claims: dict[str, Any] = {
-        "iss": factory.issuer,
-        "aud": CLIENT,
-        "iat": now,
-        "exp": now + 120,
-        "jti": uuid.uuid4().hex,
-        "sub": "user-1",
-        "sid": "sid-1",
-        "typ": "Logout",
-        "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
     }
     claims.update(overrides)
     return {name: value for name, value in claims.items() if value is not None}
@@ -162,7 +145,7 @@ async def test_id_tokens_with_forged_signatures_or_headers_are_refused(
 async def test_a_valid_logout_token_yields_sid_sub_and_jti(oidc: OidcClient, idp: LocalIdP) -> None:
     """A Keycloak-shaped logout token verifies (typ logout+jwt header, typ Logout claim)."""
     factory = idp.factory()
-    claims = logout_claims(factory)
+    claims = logout_claims(factory, CLIENT)
     verified = await oidc.verify_logout_token(factory.sign(claims, typ="logout+jwt"))
     assert (verified.sid, verified.sub, verified.jti) == ("sid-1", "user-1", claims["jti"])
 
@@ -172,7 +155,7 @@ async def test_a_logout_token_with_only_a_subject_is_accepted(
 ) -> None:
     """sid is optional when sub is there (and application/logout+jwt is a valid typ)."""
     factory = idp.factory()
-    token = factory.sign(logout_claims(factory, sid=None), typ="application/logout+jwt")
+    token = factory.sign(logout_claims(factory, CLIENT, sid=None), typ="application/logout+jwt")
     verified = await oidc.verify_logout_token(token)
     assert (verified.sid, verified.sub) == (None, "user-1")
 
@@ -199,7 +182,9 @@ async def test_logout_tokens_breaking_a_rule_are_refused(
     """Each back-channel logout rule is enforced and named in the error."""
     idp.clock.now = 1_900_000_000
     factory = idp.factory()
-    token = factory.sign(logout_claims(factory, **overrides), **({"typ": "logout+jwt"} | header))
+    token = factory.sign(
+        logout_claims(factory, CLIENT, **overrides), **({"typ": "logout+jwt"} | header)
+    )
     assert await reason(lambda: oidc.verify_logout_token(token)) == expected
 
 

@@ -19,7 +19,14 @@ from redis.asyncio import Redis
 from devstack.procs import free_port
 from gateway.login_state import LoginStates, safe_return_path
 from gateway.session_store import SessionRecord, session_key
-from tests.gateway.keys import FakeClock, LocalIdP, TokenFactory, rsa_key, running_idp
+from tests.gateway.keys import (
+    FakeClock,
+    LocalIdP,
+    TokenFactory,
+    logout_claims,
+    rsa_key,
+    running_idp,
+)
 from tests.gateway.login_stack import (
     Browser,
     GatewayUnderTest,
@@ -41,7 +48,6 @@ pytestmark = [pytest.mark.keycloak, pytest.mark.redis]
 
 SESSION_COOKIE = "__Host-mro-session"
 LOGIN_COOKIE = "__Host-mro-login"
-LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
 @pytest.fixture(scope="module")
@@ -448,23 +454,6 @@ def test_keycloak_signed_logout_token_with_a_forged_signature_is_refused(
     assert response.status_code == 400
     assert response.headers["cache-control"] == "no-store"
     assert gateway.audit.actions("auth.backchannel_logout")[-1].reason == "signature"
-
-
-def logout_claims(factory: TokenFactory, audience: str, **overrides: Any) -> dict[str, Any]:
-    now = int(factory.clock())
-    claims: dict[str, Any] = {
-        "iss": factory.issuer,
-        "aud": audience,
-        "iat": now,
-        "exp": now + 120,
-        "jti": uuid.uuid4().hex,
-        "sub": "user-1",
-        "sid": "sid-1",
-        "typ": "Logout",
-        "events": {LOGOUT_EVENT: {}},
-    }
-    claims.update(overrides)
-    return {name: value for name, value in claims.items() if value is not None}
 
 
 @pytest.fixture(scope="module")
