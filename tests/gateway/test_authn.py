@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 from limits.aio.storage import MemoryStorage
@@ -13,7 +13,7 @@ from gateway.context import RequestContext
 from gateway.errors import AuthenticationError, RateLimited
 from gateway.identity import Identity
 from gateway.metrics import Metrics
-from gateway.ratelimit import Limit
+from gateway.ratelimit import Decision, Limit
 from gateway.ratelimit_fallback import LimitsLimiter
 from tests.gateway.harness import TOKENS, FakeMonotonic, ListAuditSink, TableAuthenticator, user
 
@@ -38,14 +38,32 @@ class KeyTable:
 SERVICE = user("apikey:k1", "service")
 
 
-def _chain(clock: FakeMonotonic | None = None) -> tuple[AuthenticationChain, KeyTable]:
+class CountingLimiter:
+    """An in-memory limiter that counts the hits it was asked for."""
+
+    def __init__(self) -> None:
+        self._limiter = LimitsLimiter(MemoryStorage(), "t")
+        self.hits = 0
+
+    async def hit(self, key: str, limits: Sequence[Limit]) -> Decision:
+        self.hits += 1
+        return await self._limiter.hit(key, limits)
+
+
+def _chain(
+    clock: FakeMonotonic | None = None,
+    *,
+    limiter: CountingLimiter | None = None,
+    audit: ListAuditSink | None = None,
+    bearer: TableAuthenticator | None = None,
+) -> tuple[AuthenticationChain, KeyTable]:
     keys = KeyTable({"mro_k1_secret": SERVICE})
     guard = InvalidCredentialGuard(
-        LimitsLimiter(MemoryStorage(), "t"), Limit.parse("invalid-credentials", "2/minute"),
+        limiter or CountingLimiter(), Limit.parse("invalid-credentials", "2/minute"),
         clock or FakeMonotonic(),
     )  # fmt: skip
     chain = AuthenticationChain(
-        [TableAuthenticator(TOKENS), keys], guard, Metrics(), ListAuditSink()
+        [bearer or TableAuthenticator(TOKENS), keys], guard, Metrics(), audit or ListAuditSink()
     )
     return chain, keys
 
@@ -80,17 +98,63 @@ async def test_repeated_credential_fields_are_refused() -> None:
     assert caught.value.code == "ambiguous_credentials"
 
 
-async def test_blocked_address_expires_with_the_window() -> None:
-    """Once the allowance is used up the address waits; after the window it may try again."""
-    clock = FakeMonotonic()
-    chain, _ = _chain(clock)
-    bad = Headers({"authorization": "Bearer forged"})
-    for _ in range(2):
+async def _use_up_the_allowance(chain: AuthenticationChain) -> None:
+    for n in range(2):
         with pytest.raises(AuthenticationError):
-            await chain.authenticate(bad, _context())
-    with pytest.raises(RateLimited) as caught:
-        await chain.authenticate(Headers({"authorization": "Bearer tech-token"}), _context())
-    assert 1 <= caught.value.retry_after <= 60
-    clock.advance(61)
+            await chain.authenticate(Headers({"authorization": f"Bearer forged-{n}"}), _context())
+
+
+async def test_valid_credentials_pass_from_an_address_over_its_allowance() -> None:
+    """Bad tokens from a shared address never lock out the valid bearer tokens and API keys."""
+    chain, _ = _chain()
+    await _use_up_the_allowance(chain)
     identity = await chain.authenticate(Headers({"authorization": "Bearer tech-token"}), _context())
     assert identity.subject == "tech-1"
+    assert await chain.authenticate(Headers({"x-api-key": "mro_k1_secret"}), _context()) is SERVICE
+
+
+async def test_invalid_credentials_from_an_address_over_its_allowance_get_429() -> None:
+    """Over the allowance a bad credential is a 429 with the RateLimit fields, neither counted
+    nor audited again."""
+    limiter = CountingLimiter()
+    audit = ListAuditSink()
+    chain, keys = _chain(limiter=limiter, audit=audit)
+    await _use_up_the_allowance(chain)
+    for headers in ({"authorization": "Bearer forged-new"}, {"x-api-key": "mro_k1_wrong"}):
+        with pytest.raises(RateLimited) as caught:
+            await chain.authenticate(Headers(headers), _context())
+        assert 1 <= caught.value.retry_after <= 60
+        assert caught.value.headers["RateLimit-Policy"] == '"invalid-credentials";q=2;w=60'
+        assert caught.value.headers["RateLimit"] == (
+            f'"invalid-credentials";r=0;t={caught.value.retry_after}'
+        )
+    assert keys.asked == 1
+    assert limiter.hits == 2
+    assert audit.actions() == ["auth.token_rejected"] * 2
+
+
+async def test_a_credential_refused_during_the_block_is_not_checked_again() -> None:
+    """The same bad token sent again from a blocked address is refused without verification."""
+    tokens = TableAuthenticator(TOKENS)
+    chain, _ = _chain(bearer=tokens)
+    await _use_up_the_allowance(chain)
+    verified = tokens.verifications
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            await chain.authenticate(Headers({"authorization": "Bearer forged-1"}), _context())
+    assert tokens.verifications == verified
+
+
+async def test_blocked_address_expires_with_the_window() -> None:
+    """After the window a bad credential from the address is a 401 again, and counted."""
+    clock = FakeMonotonic()
+    limiter = CountingLimiter()
+    chain, _ = _chain(clock, limiter=limiter)
+    await _use_up_the_allowance(chain)
+    bad = Headers({"authorization": "Bearer forged-1"})
+    with pytest.raises(RateLimited):
+        await chain.authenticate(bad, _context())
+    clock.advance(61)
+    with pytest.raises(AuthenticationError):
+        await chain.authenticate(bad, _context())
+    assert limiter.hits == 3

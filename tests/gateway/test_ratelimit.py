@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from limits import parse
 
@@ -125,7 +124,8 @@ async def test_trusted_proxy_forwarded_address_is_the_client(
 async def test_invalid_credential_flood_is_cut_before_verification(
     tmp_path: Path, redis_url: str
 ) -> None:
-    """After 20 bad tokens an address gets 429 without its tokens being verified any more."""
+    """After 20 bad tokens an address gets 429 for bad tokens, a repeated one not even verified,
+    while a valid token from the same address still passes."""
     authenticator = TableAuthenticator(TOKENS)
     audit = ListAuditSink()
     app = in_process_app(
@@ -136,17 +136,15 @@ async def test_invalid_credential_flood_is_cut_before_verification(
             (
                 await attacker.get("/api/agents", headers={"Authorization": f"Bearer bad-{n}"})
             ).status_code
-            for n in range(30)
+            for n in [*range(20), *[19] * 10]
         ]
-        valid_from_attacker = await attacker.get("/api/agents", headers=TECH)
         verified = authenticator.verifications
-        transport = httpx.ASGITransport(app=app, client=("198.51.100.67", 1))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as neighbour:
-            valid_elsewhere = await neighbour.get("/api/agents", headers=TECH)
+        valid_from_attacker = await attacker.get("/api/agents", headers=TECH)
+        new_bad = await attacker.get("/api/agents", headers={"Authorization": "Bearer bad-new"})
     assert statuses[:20] == [401] * 20
     assert statuses[20:] == [429] * 10
     assert verified == 20
-    assert valid_from_attacker.status_code == 429
-    assert valid_from_attacker.headers["ratelimit-policy"] == '"invalid-credentials";q=20;w=60'
-    assert valid_elsewhere.status_code == 200
+    assert valid_from_attacker.status_code == 200
+    assert new_bad.status_code == 429
+    assert new_bad.headers["ratelimit-policy"] == '"invalid-credentials";q=20;w=60'
     assert audit.actions().count("auth.token_rejected") == 20

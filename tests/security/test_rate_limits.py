@@ -1,11 +1,14 @@
 """Rate limits: exact under concurrency, not escaped by forged addresses, and a flood of bad
-tokens stopped per address before any signature is checked."""
+tokens stopped per address before any signature is checked, without locking out the valid
+credentials of clients sharing that address."""
 
 from __future__ import annotations
 
+import tomllib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from tests.fixtures.live import LiveStack
 from tests.security.evidence import (
     AuditReader,
+    LoopbackAddresses,
+    TokenSource,
     assert_problem,
     bearer,
     client_from,
@@ -25,6 +30,34 @@ from tests.security.lab import LabFactory
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis]
 
 FAILURES = "mro_gateway_auth_failures_total"
+PACKAGED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "policy.toml"
+
+
+def _invalid_credentials_allowed() -> int:
+    """How many invalid credentials per address the packaged policy allows in its window."""
+    policy = tomllib.loads(PACKAGED_POLICY.read_text("utf-8"))
+    return int(policy["rate_limits"]["invalid_credentials"].split("/")[0])
+
+
+@pytest.fixture(scope="module")
+def api_key(
+    live_stack: LiveStack, addresses: LoopbackAddresses, manager_token: Callable[[], str]
+) -> Iterator[str]:
+    """An API key of the running gateway (issued by a manager, revoked afterwards)."""
+    with client_from(live_stack.gateway_url, addresses.next()) as admin:
+        issued = admin.post(
+            "/api/admin/api-keys",
+            json={"name": "security-suite shared address", "permissions": ["agents:read"]},
+            headers=bearer(manager_token()),
+        )
+        assert issued.status_code == 201, issued.text
+        yield str(issued.json()["key"])
+        revoked = admin.post(
+            f"/api/admin/api-keys/{issued.json()['id']}/revoke",
+            json={},
+            headers=bearer(manager_token()),
+        )
+        assert revoked.status_code == 200, revoked.text
 
 
 def _concurrently(
@@ -138,3 +171,30 @@ def test_bad_token_flood_is_stopped_before_signature_work(
     assert {e["reason"] for e in events} == {"token_signature"}
     assert len(events) == 20
     assert forged not in str(events)
+
+
+def test_bad_tokens_from_a_shared_address_do_not_lock_out_valid_credentials(
+    gateway: httpx.Client,
+    user_tokens: TokenSource,
+    service_token: Callable[[], str],
+    api_key: str,
+) -> None:
+    """Behind one NAT address, a client sending more bad tokens than ``invalid_credentials``
+    allows gets 429, while a user's token and an API key from that address still get 200."""
+    allowed = _invalid_credentials_allowed()
+    forged = flip_signature_byte(service_token())
+    sent = allowed + 5
+    statuses = [gateway.get("/api/agents", headers=bearer(forged)).status_code for _ in range(sent)]
+    assert statuses == [401] * allowed + [429] * 5
+    technician = gateway.get("/api/agents", headers=bearer(user_tokens("tech1")["access_token"]))
+    assert technician.status_code == 200, technician.text
+    assert technician.headers["ratelimit-policy"].startswith('"tier";')
+    assert gateway.get("/api/agents", headers={"X-API-Key": api_key}).status_code == 200
+    for credential in (bearer(forged), bearer("another.forged.token"), {"X-API-Key": "mro_x_y"}):
+        refused = gateway.get("/api/agents", headers=credential)
+        assert_problem(refused, 429, "rate_limited")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["ratelimit-policy"].startswith(
+            f'"invalid-credentials";q={allowed};w=60'
+        )
+        assert refused.headers["ratelimit"].startswith('"invalid-credentials";r=0;t=')
