@@ -3,8 +3,10 @@
 For a request on an ``llm`` route ``UsageMeter.forward``:
 
 1. reads the (small, size-limited) JSON body for ``content``, ``agent`` and ``max_tokens``; a body
-   without ``max_tokens`` gets the policy's ``default_max_tokens`` so that the answer cannot run
-   past the estimate (``gateway.llm_question``);
+   without ``max_tokens`` (or with null) gets the policy's ``default_max_tokens`` so that the
+   answer cannot run past the estimate; any other ``max_tokens`` than a JSON integer from 1 to
+   16,384 is refused with 422 ``validation_failed`` before anything is reserved
+   (``gateway.llm_question``);
 2. estimates the cost: ``ceil(len(content) / chars_per_token) + prompt_overhead_tokens +
    max_tokens``, times the agent's weight (the named agent's, else the dearest agent the caller
    may use, since the orchestrator's classifier picks the agent later);

@@ -26,7 +26,9 @@ class ConversationCreate(_Body):
 class MessageCreate(_Body):
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     agent: str | None = Field(default=None, min_length=1, max_length=64)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    # Strict: the gateway reserves token budgets for exactly this rule (gateway.llm_question), so
+    # "16384", 16384.0 or true must not be coerced into a number it did not reserve for.
+    max_tokens: int | None = Field(default=None, strict=True, ge=1, le=MAX_TOKENS_LIMIT)
 
     @field_validator("content")
     @classmethod

@@ -35,6 +35,7 @@ from tests.gateway.harness import (
     serve,
     settings_for,
 )
+from tests.max_tokens_cases import REFUSED_MAX_TOKENS, message_body
 
 pytestmark = pytest.mark.redis
 
@@ -394,6 +395,32 @@ async def test_errors_and_replays_cost_nothing(
     assert await spent(redis, prefix, "user:tech-1") == 0
     assert await pending(redis, prefix) == 0
     assert usage["items"] == []
+
+
+@pytest.mark.parametrize("max_tokens", REFUSED_MAX_TOKENS.values(), ids=REFUSED_MAX_TOKENS.keys())
+async def test_a_max_tokens_the_orchestrator_refuses_is_422_before_any_reservation(
+    tmp_path: Path, redis_url: str, redis: Redis, max_tokens: str
+) -> None:
+    """A max_tokens other than a JSON integer from 1 to 16,384 is a 422 problem naming the field:
+    nothing reserved, charged or forwarded."""
+    orchestrator = StandInOrchestrator()
+    prefix = f"test-{uuid.uuid4().hex}"
+    app = gateway_app(tmp_path, redis_url, orchestrator, prefix=prefix)
+    async with running(app) as http:
+        response = await http.post(
+            PATH,
+            headers={**TECH, "Content-Type": "application/json"},
+            content=message_body(max_tokens),
+        )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert [error["loc"] for error in problem["errors"]] == [["body", "max_tokens"]]
+    assert 'qu="tokens"' not in response.headers.get("ratelimit-policy", "")
+    assert orchestrator.bodies == []
+    assert await spent(redis, prefix, "user:tech-1") == 0
+    assert await pending(redis, prefix) == 0
 
 
 async def test_redis_down_refuses_llm_calls_or_lets_them_through_as_configured(

@@ -19,6 +19,7 @@ from tests.fixtures.orchestrator import (
     parse_sse,
     settings_for_tests,
 )
+from tests.max_tokens_cases import REFUSED_MAX_TOKENS, message_body
 
 QUESTION = "Hydraulic pressure drops when the gear retracts, what should I check?"
 
@@ -199,6 +200,27 @@ async def test_invalid_body_is_422_and_nothing_stored(
     assert response.status_code == 422
     assert response.json()["code"] == "validation_failed"
     assert await stored(orchestrator, conversation_id) == []
+
+
+@pytest.mark.parametrize("max_tokens", REFUSED_MAX_TOKENS.values(), ids=REFUSED_MAX_TOKENS.keys())
+async def test_max_tokens_other_than_an_integer_in_range_is_422(
+    orchestrator: Orchestrator, azure: FakeAzure, max_tokens: str
+) -> None:
+    """max_tokens is a JSON integer from 1 to 16,384 (never a string, float or bool coerced into
+    one), as the gateway reserves for; anything else is a 422 naming the field, never a 500."""
+    conversation_id = await orchestrator.conversation()
+    response = await orchestrator.http.post(
+        f"/api/conversations/{conversation_id}/messages",
+        content=message_body(max_tokens),
+        headers={**orchestrator.as_user(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert [error["loc"] for error in problem["errors"]] == [["body", "max_tokens"]]
+    assert await stored(orchestrator, conversation_id) == []
+    assert azure.calls() == []
 
 
 @pytest.mark.parametrize(
