@@ -22,10 +22,11 @@ representations read and written are in ``gateway.keycloak_users``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, Self
 
 import httpx
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 from gateway.errors import NotFound
 from gateway.keycloak_admin_errors import KEYCLOAK_MISCONFIGURED, check, parse, unavailable
-from gateway.keycloak_users import KeycloakUser, NewUser, RoleRef
+from gateway.keycloak_users import KeycloakUser, NewUser, ProfileEdit, RoleRef
 from gateway.settings import GatewaySettings
 
 __all__ = ["KeycloakAdminClient", "KeycloakAdminDep", "get_keycloak_admin"]
@@ -85,6 +86,8 @@ class KeycloakAdminClient:
         self._token: str | None = None
         self._token_expires = 0.0
         self._lock = asyncio.Lock()
+        # user id -> (lock, edits holding or awaiting it): one profile edit of a user at a time.
+        self._edits: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @classmethod
     def from_settings(
@@ -155,9 +158,39 @@ class KeycloakAdminClient:
             raise unavailable("The identity provider did not say which user it created.")
         return user_id
 
-    async def update_user(self, user: KeycloakUser) -> None:
-        """Replace the user's profile with user's (the full representation). Raises NotFound."""
-        await self._call("PUT", f"/users/{_uid(user.id)}", json=user.representation())
+    async def edit_profile(self, user_id: str, edit: ProfileEdit) -> None:
+        """Write edit's names and attributes and nothing else. Raises NotFound, BadRequest.
+
+        No standing field is ever sent, so a disable, an email verification or a required action
+        set meanwhile (in the console, by another manager) is never undone, and roles are not
+        part of a user's PUT at all. Names alone are a PUT of the names alone. An attribute change
+        has to send the whole attributes map with the email and names (``ProfileEdit``), so the
+        user is read again right before the PUT, and this client runs one edit of a user at a
+        time, so its own concurrent edits neither drop each other's attributes nor overlap in
+        Keycloak. What is left: a change to another attribute, the email or a name made elsewhere
+        (the console, another replica) in the milliseconds between that read and the PUT is
+        overwritten; Keycloak's admin API has no conditional update of a user to close that gap.
+        And Keycloak itself writes a user's whole row: two admin writes to one user that overlap
+        inside Keycloak can lose the first one's fields, ``enabled`` included (measured on
+        Keycloak 26 with a name change racing a disable), whatever each of them sends.
+        """
+        async with self._one_edit_at_a_time(user_id):
+            current = await self.get_user(user_id) if edit.needs_current else None
+            await self._call("PUT", f"/users/{_uid(user_id)}", json=edit.representation(current))
+
+    @contextlib.asynccontextmanager
+    async def _one_edit_at_a_time(self, user_id: str) -> AsyncIterator[None]:
+        lock, users = self._edits.get(user_id, (asyncio.Lock(), 0))
+        self._edits[user_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._edits[user_id]
+            if users == 1:
+                del self._edits[user_id]
+            else:
+                self._edits[user_id] = (lock, users - 1)
 
     async def set_enabled(self, user_id: str, enabled: bool) -> None:
         """Enable or disable a user (a PUT without attributes leaves the profile alone)."""

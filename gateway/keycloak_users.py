@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SERVICE_ACCOUNT_PREFIX", "KeycloakUser", "NewUser", "RoleRef"]
+__all__ = ["SERVICE_ACCOUNT_PREFIX", "KeycloakUser", "NewUser", "ProfileEdit", "RoleRef"]
 
 SERVICE_ACCOUNT_PREFIX: Final = "service-account-"
 
@@ -40,22 +40,57 @@ class KeycloakUser(BaseModel):
         values = self.attributes.get(name)
         return values[0] if values else None
 
-    def representation(self) -> dict[str, Any]:
-        """The full representation for a PUT.
 
-        Keycloak's user profile treats a PUT carrying ``attributes`` as the whole profile: a
-        name or email left out would be erased, so updates always send everything.
+class ProfileEdit(BaseModel):
+    """The names and MRO attributes one edit changes; an attribute set to None is removed.
+
+    It has no place for a standing field (``enabled``, ``emailVerified``, required actions) nor
+    for roles: whatever someone else did to those meanwhile stays as they left it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    first_name: str | None = None
+    last_name: str | None = None
+    attributes: dict[str, str | None] = Field(default_factory=dict)
+
+    @property
+    def needs_current(self) -> bool:
+        """Whether the PUT carries the attributes map, and so needs a fresh read of the user."""
+        return bool(self.attributes)
+
+    def representation(self, current: KeycloakUser | None = None) -> dict[str, Any]:
+        """The partial representation for a PUT that changes this edit's fields and no other.
+
+        Measured on Keycloak 26: a PUT leaves every top-level field it does not carry as it is
+        (``enabled``, ``emailVerified`` and required actions included) and, without
+        ``attributes``, every attribute too. A PUT carrying ``attributes`` is the whole user
+        profile though: attributes missing from the map are removed, and so are an email or name
+        missing from the PUT (the username stays). So names alone go out alone; an attribute
+        change carries current's attributes with the edit applied, and current's email and
+        names. Raises ValueError when an attribute change comes without current.
         """
-        return {
-            "username": self.username,
-            "email": self.email,
-            "emailVerified": self.email_verified,
-            "firstName": self.first_name,
-            "lastName": self.last_name,
-            "enabled": self.enabled,
-            "attributes": self.attributes,
-            "requiredActions": self.required_actions,
-        }
+        body: dict[str, Any] = {}
+        if self.needs_current:
+            if current is None:
+                raise ValueError("an attribute change needs the user as stored")
+            attributes = dict(current.attributes)
+            for name, value in self.attributes.items():
+                if value is None:
+                    attributes.pop(name, None)
+                else:
+                    attributes[name] = [value]
+            body = {
+                "email": current.email,
+                "firstName": current.first_name,
+                "lastName": current.last_name,
+                "attributes": attributes,
+            }
+        if self.first_name is not None:
+            body["firstName"] = self.first_name
+        if self.last_name is not None:
+            body["lastName"] = self.last_name
+        return body
 
 
 class NewUser(BaseModel):

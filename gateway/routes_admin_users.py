@@ -31,7 +31,7 @@ from gateway.errors import BadRequest, Conflict, DependencyUnavailable
 from gateway.identity import Identity
 from gateway.keycloak_admin import KeycloakAdminClient, KeycloakAdminDep
 from gateway.keycloak_users import KeycloakUser, NewUser
-from gateway.routes_me import MRO_ATTRIBUTES, apply_update, audit_event
+from gateway.routes_me import MRO_ATTRIBUTES, audit_event, profile_edit
 from gateway.user_admin_models import CreatedUser, NewUserRequest, UserOut, UserPage, UserUpdate
 from gateway.user_admin_rules import RoleChange, denials, not_self, require, snapshot, target
 
@@ -168,14 +168,17 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         request: Request,
         user_id: UserId,
     ) -> UserOut:
-        """Change someone's names and MRO attributes (employee id included)."""
+        """Change someone's names and MRO attributes (employee id and licence number included).
+
+        Only the changed fields are written, never the enabled flag read above.
+        """
         with denials(sink, request, caller, "users.updated", user_id):
             require(caller)
             not_self(caller, user_id)
             user, roles = await target(admin, caller, user_id)
-        updated, changes = apply_update(user, body)
+        edit, changes = profile_edit(user, body)
         if changes:
-            await admin.update_user(updated)
+            await admin.edit_profile(user_id, edit)
             sink.emit(audit_event(request, caller, "users.updated", user_id, changes))
         return UserOut.of(await admin.get_user(user_id), roles)
 

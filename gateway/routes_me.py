@@ -3,7 +3,8 @@
 ``GET`` shows the profile (effective realm roles read from Keycloak, so a role change shows at
 once, not at the next token). ``PATCH`` edits the fields a person may keep up to date
 themselves; roles, username, email (Keycloak's own verification flow) and the employee id (set
-by an administrator) are not among them, and naming any other field is a 422.
+by an administrator) are not among them, and naming any other field is a 422. A save writes only
+the fields it changes (``KeycloakAdminClient.edit_profile``), never the person's enabled flag.
 ``POST /api/me/password`` answers the Keycloak URL where the person changes their password:
 no password ever passes through the gateway.
 
@@ -28,7 +29,7 @@ from gateway.dependencies import Audit, CurrentIdentity, SettingsDep
 from gateway.errors import PermissionDenied
 from gateway.identity import Identity
 from gateway.keycloak_admin import KeycloakAdminDep
-from gateway.keycloak_users import KeycloakUser
+from gateway.keycloak_users import KeycloakUser, ProfileEdit
 from gateway.settings import GatewaySettings
 
 __all__ = [
@@ -43,10 +44,10 @@ __all__ = [
     "PersonName",
     "Profile",
     "ProfileUpdate",
-    "apply_update",
     "audit_event",
     "create_router",
     "matching",
+    "profile_edit",
     "update_password_url",
     "visible_roles",
 ]
@@ -248,25 +249,23 @@ def _require_person(caller: Identity) -> None:
         )
 
 
-def apply_update(user: KeycloakUser, update: BaseModel) -> tuple[KeycloakUser, dict[str, Any]]:
-    """user with update applied, and {field: {"before", "after"}} for what really changed."""
+def profile_edit(user: KeycloakUser, update: BaseModel) -> tuple[ProfileEdit, dict[str, Any]]:
+    """The edit of what update really changes on user, and {field: {"before", "after"}} of it."""
     changes: dict[str, Any] = {}
-    names: dict[str, Any] = {}
-    attributes = dict(user.attributes)
+    names: dict[str, str] = {}
+    attributes: dict[str, str | None] = {}
     for field in sorted(update.model_fields_set):
         value = getattr(update, field)
-        if field in ("first_name", "last_name"):
-            before = getattr(user, field)
+        name = field in ("first_name", "last_name")
+        before = getattr(user, field) if name else user.attribute(field)
+        if before == value:
+            continue
+        changes[field] = {"before": before, "after": value}
+        if name:
             names[field] = value
         else:
-            before = user.attribute(field)
-            if value is None:
-                attributes.pop(field, None)
-            else:
-                attributes[field] = [value]
-        if before != value:
-            changes[field] = {"before": before, "after": value}
-    return user.model_copy(update={**names, "attributes": attributes}), changes
+            attributes[field] = value
+    return ProfileEdit(**names, attributes=attributes), changes
 
 
 def create_router() -> APIRouter:
@@ -294,9 +293,9 @@ def create_router() -> APIRouter:
         """Change own names and MRO attributes; answers the profile as stored."""
         _require_person(caller)
         user = await admin.get_user(caller.subject)
-        updated, changes = apply_update(user, body)
+        edit, changes = profile_edit(user, body)
         if changes:
-            await admin.update_user(updated)
+            await admin.edit_profile(user.id, edit)
             sink.emit(audit_event(request, caller, "profile.updated", user.id, changes))
         user, roles = await asyncio.gather(
             admin.get_user(caller.subject), admin.effective_realm_roles(caller.subject)

@@ -8,6 +8,8 @@ and user routers behind an identity taken from real access tokens.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -37,7 +39,7 @@ from gateway.identity import Identity
 from gateway.jwks import JWKSCache
 from gateway.keycloak_admin import KeycloakAdminClient
 from gateway.keycloak_admin_errors import KEYCLOAK_MISCONFIGURED, KEYCLOAK_UNAVAILABLE
-from gateway.keycloak_users import NewUser
+from gateway.keycloak_users import NewUser, ProfileEdit
 from gateway.policy import Policy
 from gateway.settings import GatewaySettings
 from gateway.tokens import BearerAuthenticator
@@ -471,6 +473,45 @@ async def test_a_user_id_that_is_not_one_path_segment_is_never_sent(
     assert keycloak.seen_tokens == []
 
 
+async def test_concurrent_edits_of_one_user_keep_each_others_attributes() -> None:
+    """Two attribute edits of one user at once are each a read then a write, one after the
+    other, so the second write carries the first one's attribute."""
+    stored: dict[str, Any] = {
+        "id": "u1",
+        "username": "tech1",
+        "email": "tech1@mro.test",
+        "firstName": "Ada",
+        "lastName": "Lee",
+        "attributes": {"base_station": ["LHR"]},
+    }
+    calls: list[str] = []
+
+    async def keycloak(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        calls.append(request.method)
+        await asyncio.sleep(0.01)  # long enough for the other edit to start meanwhile
+        if request.method == "GET":
+            return httpx.Response(200, json=stored)
+        stored.update(json.loads(request.content))
+        return httpx.Response(204)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(keycloak))
+    settings = GatewaySettings(keycloak_url="http://keycloak.test", client_secret=SecretStr("s"))
+    async with KeycloakAdminClient.from_settings(settings, http) as client:
+        await asyncio.gather(
+            client.edit_profile("u1", ProfileEdit(attributes={"department": "Stores"})),
+            client.edit_profile("u1", ProfileEdit(attributes={"licence_number": "UK.66.1"})),
+        )
+    await http.aclose()
+    assert calls == ["GET", "PUT", "GET", "PUT"]
+    assert stored["attributes"] == {
+        "base_station": ["LHR"],
+        "department": ["Stores"],
+        "licence_number": ["UK.66.1"],
+    }
+
+
 # --- against the real Keycloak ---------------------------------------------------------------
 
 
@@ -513,13 +554,51 @@ async def test_users_are_created_read_and_updated_without_losing_fields(
         "E-9001",
     )
     assert set(user.required_actions) == {"VERIFY_EMAIL", "UPDATE_PASSWORD"}
-    await admin.update_user(user.model_copy(update={"first_name": "Nina"}))
+    await admin.edit_profile(user_id, ProfileEdit(first_name="Nina"))
     again = await admin.get_user(user_id)
     assert again.first_name == "Nina"
     assert again.email == user.email
     assert again.attributes == user.attributes
     with pytest.raises(Conflict):
         await admin.create_user(new)
+
+
+@pytest.mark.keycloak
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ProfileEdit(first_name="Nina"),
+        ProfileEdit(first_name="Nina", attributes={"department": "Hangar 2", "base_station": None}),
+    ],
+    ids=["names", "attributes"],
+)
+async def test_an_edit_never_undoes_a_standing_change_made_after_the_read(
+    admin: KeycloakAdminClient, people: People, edit: ProfileEdit
+) -> None:
+    """A disable, required action and unverified email set in Keycloak after the gateway read
+    the user survive its edit; fields the edit does not name keep their stored values."""
+    person = people.create(base_station="LHR", department="Stores", employee_id="E-9002")
+    stale = await admin.get_user(person.id)
+    assert stale.enabled
+    people.master.update_user(
+        person.id,
+        {"enabled": False, "emailVerified": False, "requiredActions": ["CONFIGURE_TOTP"]},
+    )
+    await admin.edit_profile(person.id, edit)
+    stored = await admin.get_user(person.id)
+    assert (stored.enabled, stored.email_verified, stored.required_actions) == (
+        False,
+        False,
+        ["CONFIGURE_TOTP"],
+    )
+    assert (stored.first_name, stored.last_name, stored.email) == ("Nina", "Away", person.email)
+    expected = dict(stale.attributes)
+    for name, value in edit.attributes.items():
+        if value is None:
+            expected.pop(name)
+        else:
+            expected[name] = [value]
+    assert stored.attributes == expected
 
 
 @pytest.mark.keycloak

@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
-from gateway.keycloak_users import KeycloakUser, NewUser
+import pytest
+
+from gateway.keycloak_users import KeycloakUser, NewUser, ProfileEdit
+
+STORED = KeycloakUser.model_validate(
+    {
+        "id": "u1",
+        "username": "tech1",
+        "email": "tech1@mro.test",
+        "emailVerified": False,
+        "firstName": "Ada",
+        "lastName": "Lee",
+        "enabled": False,
+        "requiredActions": ["CONFIGURE_TOTP"],
+        "attributes": {"base_station": ["LHR"], "department": ["Stores"], "employee_id": ["E1"]},
+        "access": {"manage": True},
+    }
+)
+STANDING = {"enabled", "emailVerified", "requiredActions", "username", "id"}
 
 
-def test_an_update_sends_the_whole_profile() -> None:
-    """The PUT representation keeps names, email and attributes so that none is erased."""
-    user = KeycloakUser.model_validate(
-        {
-            "id": "u1",
-            "username": "tech1",
-            "email": "tech1@mro.test",
-            "firstName": "Ada",
-            "lastName": "Lee",
-            "attributes": {"base_station": ["LHR"]},
-            "access": {"manage": True},
-        }
-    )
-    sent = user.representation()
-    assert sent["firstName"] == "Ada"
-    assert sent["email"] == "tech1@mro.test"
-    assert sent["attributes"] == {"base_station": ["LHR"]}
-    assert user.attribute("base_station") == "LHR"
-    assert user.attribute("department") is None
+def test_a_user_reads_its_attributes() -> None:
+    """An attribute reads as its first value, a missing one as None."""
+    assert STORED.attribute("base_station") == "LHR"
+    assert STORED.attribute("department") == "Stores"
+    assert STORED.attribute("licence_number") is None
+
+
+def test_names_alone_are_sent_alone() -> None:
+    """A name change is a PUT of that name only: Keycloak keeps everything it is not sent."""
+    assert ProfileEdit(first_name="Nia").representation() == {"firstName": "Nia"}
+    both = ProfileEdit(first_name="Nia", last_name="Ng").representation(STORED)
+    assert both == {"firstName": "Nia", "lastName": "Ng"}
+
+
+def test_an_attribute_edit_carries_the_stored_profile_but_no_standing() -> None:
+    """Attributes go out merged into the stored map with the stored email and names, and no
+    enabled flag, email verification, required actions or username."""
+    edit = ProfileEdit(last_name="Ng", attributes={"licence_number": "UK.66.1", "department": None})
+    sent = edit.representation(STORED)
+    assert sent == {
+        "email": "tech1@mro.test",
+        "firstName": "Ada",
+        "lastName": "Ng",
+        "attributes": {
+            "base_station": ["LHR"],
+            "employee_id": ["E1"],
+            "licence_number": ["UK.66.1"],
+        },
+    }
+    assert not STANDING & sent.keys()
+
+
+def test_an_attribute_edit_needs_the_stored_user() -> None:
+    """Without a fresh read an attribute edit cannot be sent (it would erase the rest)."""
+    edit = ProfileEdit(attributes={"department": "Stores"})
+    assert edit.needs_current
+    assert not ProfileEdit(first_name="Nia").needs_current
+    with pytest.raises(ValueError, match="needs the user as stored"):
+        edit.representation()
 
 
 def test_service_accounts_are_known_by_client_or_name() -> None:
