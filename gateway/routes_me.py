@@ -2,9 +2,12 @@
 
 ``GET`` shows the profile (effective realm roles read from Keycloak, so a role change shows at
 once, not at the next token). ``PATCH`` edits the fields a person may keep up to date
-themselves; roles, username, email (Keycloak's own verification flow) and the employee id (set
-by an administrator) are not among them, and naming any other field is a 422. A save writes only
-the fields it changes (``KeycloakAdminClient.edit_profile``), never the person's enabled flag.
+themselves: names, base station and department. The employee id (issued by HR) and the Part-66
+licence number (verified against the licence) are set by a manager or admin through
+``/api/admin/users/{id}``, as the realm's user profile says; naming either here is a 403
+``admin_managed_field``. Roles, username and email (Keycloak's own verification flow) are not
+fields here at all, and naming any other field is a 422. A save writes only the fields it
+changes (``KeycloakAdminClient.edit_profile``), never the person's enabled flag.
 ``POST /api/me/password`` answers the Keycloak URL where the person changes their password:
 no password ever passes through the gateway.
 
@@ -21,7 +24,14 @@ from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+    model_validator,
+)
 
 from gateway.audit import AuditEvent
 from gateway.context import current_context
@@ -43,6 +53,7 @@ __all__ = [
     "PasswordChange",
     "PersonName",
     "Profile",
+    "ProfileFields",
     "ProfileUpdate",
     "audit_event",
     "create_router",
@@ -54,6 +65,9 @@ __all__ = [
 
 MRO_ROLES: Final = frozenset({"technician", "engineer", "manager", "admin", "service"})
 MRO_ATTRIBUTES: Final = ("employee_id", "licence_number", "base_station", "department")
+# Attributes the realm's user profile lets only administrators edit; the gateway's managers and
+# admins set them through /api/admin/users/{id}.
+ADMIN_MANAGED: Final = {"employee_id": "employee id", "licence_number": "licence number"}
 UPDATE_PASSWORD: Final = "UPDATE_PASSWORD"  # noqa: S105 - a Keycloak action name
 
 # Letters of any script, joined by single spaces, hyphens, apostrophes or dots ("Jean-Luc",
@@ -138,8 +152,8 @@ class Profile(BaseModel):
     service: bool
 
 
-class ProfileUpdate(BaseModel):
-    """Fields a person may change on their own profile; null clears an attribute."""
+class ProfileFields(BaseModel):
+    """Names and the MRO attributes a person keeps up to date; null clears an attribute."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -147,7 +161,6 @@ class ProfileUpdate(BaseModel):
     last_name: PersonName | None = None
     base_station: BaseStation | None = None
     department: Department | None = None
-    licence_number: LicenceNumber | None = None
 
     @field_validator("first_name", "last_name", mode="before")
     @classmethod
@@ -155,6 +168,28 @@ class ProfileUpdate(BaseModel):
         if value is None:
             raise ValueError("a name cannot be removed")
         return value
+
+
+class ProfileUpdate(ProfileFields):
+    """Fields a person may change on their own profile.
+
+    Raises PermissionDenied (``admin_managed_field``) when the body names the employee id or
+    the licence number, before any other check: a clearer answer than "extra field" for two
+    attributes the person sees on their profile but only a manager or admin sets.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_admin_managed(cls, data: object) -> object:
+        if isinstance(data, dict):
+            named = [label for field, label in ADMIN_MANAGED.items() if field in data]
+            if named:
+                raise PermissionDenied(
+                    f"Only a manager or an admin sets your {' and '.join(named)}; "
+                    "ask one to change it.",
+                    code="admin_managed_field",
+                )
+        return data
 
 
 class PasswordChange(BaseModel):
@@ -290,7 +325,7 @@ def create_router() -> APIRouter:
         sink: Audit,
         request: Request,
     ) -> Profile:
-        """Change own names and MRO attributes; answers the profile as stored."""
+        """Change own names, base station and department; answers the profile as stored."""
         _require_person(caller)
         user = await admin.get_user(caller.subject)
         edit, changes = profile_edit(user, body)

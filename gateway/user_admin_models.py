@@ -15,7 +15,7 @@ from gateway.routes_me import (
     LicenceNumber,
     MroAttributes,
     PersonName,
-    ProfileUpdate,
+    ProfileFields,
     matching,
     visible_roles,
 )
@@ -105,10 +105,12 @@ class NewUserRequest(BaseModel):
     department: Department | None = None
 
 
-class UserUpdate(ProfileUpdate):
-    """What an administrator may change on someone's profile: theirs plus the employee id."""
+class UserUpdate(ProfileFields):
+    """What a manager or admin may change on someone's profile: what the person may change
+    themselves, plus the employee id and the Part-66 licence number, which only they set."""
 
     employee_id: EmployeeId | None = None
+    licence_number: LicenceNumber | None = None
 
 
 class CreatedUser(UserOut):

@@ -1,5 +1,6 @@
 // The signed-in person's profile: what Keycloak knows, the fields they may change themselves,
-// and the way to Keycloak's own page for a new password.
+// and the way to Keycloak's own page for a new password. The employee id and the licence number
+// are shown, not offered: a manager or admin sets them (the gateway refuses them here, 403).
 
 import { button, field, h, replace } from "./dom.js";
 import { get, request } from "./api.js";
@@ -8,12 +9,6 @@ import { clearBanner, clearInvalid, markInvalid, showNotice, showProblem } from 
 const EDITABLE = [
   { name: "first_name", label: "First name", autocomplete: "given-name", required: true },
   { name: "last_name", label: "Last name", autocomplete: "family-name", required: true },
-  {
-    name: "licence_number",
-    label: "Licence / certification number",
-    hint: "For example UK.66.123456A",
-    attribute: true,
-  },
   {
     name: "base_station",
     label: "Base station",
@@ -33,6 +28,7 @@ function facts(profile) {
     ["Username", profile.username],
     ["Email", profile.email],
     ["Employee id", (profile.attributes || {}).employee_id],
+    ["Licence / certification number", (profile.attributes || {}).licence_number],
     ["Roles", (profile.roles || []).join(", ")],
   ];
   return h(

@@ -1,6 +1,6 @@
 // Users and their roles, for holders of users:manage: search, create, grant and remove roles,
-// disable and enable, end sessions. Managers cannot act on managers or admins; nobody on
-// themselves (the gateway enforces both; the page only leaves the controls out).
+// set the licence number, disable and enable, end sessions. Managers cannot act on managers or
+// admins; nobody on themselves (the gateway enforces both; the page only leaves the controls out).
 
 import { button, confirmDialog, field, h, pageHeading, replace, routeHref } from "./dom.js";
 import { get, request } from "./api.js";
@@ -83,6 +83,57 @@ function createUserForm(ctx, onCreated) {
     h("summary", { text: "Create a technician or engineer" }),
     form,
   );
+}
+
+// The Part-66 licence number: verified and set here, shown read-only on the person's own profile.
+function licenceCell(user, name, locked, reload) {
+  const current = (user.attributes || {}).licence_number || "";
+  if (locked) return h("td", { text: current || "—" });
+  const inputId = `licence-${user.id}`;
+  const input = h("input", {
+    id: inputId,
+    name: "licence_number",
+    class: "compact",
+    size: "16",
+    autocomplete: "off",
+    props: { value: current },
+  });
+  const save = button("Save", {
+    kind: "secondary",
+    type: "submit",
+    "aria-label": `Save the licence number of ${name}`,
+  });
+  const form = h(
+    "form",
+    { class: "inline-form", novalidate: true },
+    h("label", { for: inputId, class: "visually-hidden", text: `Licence number of ${name}` }),
+    input,
+    save,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearBanner();
+    const value = input.value.trim();
+    if (value === current) {
+      showNotice(`Nothing to save: the licence number of ${name} is unchanged.`);
+      return;
+    }
+    save.disabled = true;
+    try {
+      await request("PATCH", `/api/admin/users/${encodeURIComponent(user.id)}`, {
+        body: { licence_number: value || null },
+      });
+      clearInvalid({ licence_number: input });
+      showNotice(value ? `Saved the licence number of ${name}.` : `Removed the licence number of ${name}.`);
+      await reload();
+    } catch (error) {
+      showProblem(error);
+      markInvalid({ licence_number: input }, error);
+    } finally {
+      save.disabled = false;
+    }
+  });
+  return h("td", {}, form);
 }
 
 function userRow(ctx, user, reload) {
@@ -209,6 +260,7 @@ function userRow(ctx, user, reload) {
     ),
     h("td", { class: "cell-email", text: user.email || "—" }),
     h("td", {}, roleChips, grant),
+    licenceCell(user, name, locked, reload),
     h(
       "td",
       {},
@@ -282,7 +334,9 @@ export async function usersView(ctx) {
           h(
             "tr",
             {},
-            ["Person", "Email", "Roles", "Status", "Actions"].map((text) => h("th", { scope: "col", text })),
+            ["Person", "Email", "Roles", "Licence number", "Status", "Actions"].map((text) =>
+              h("th", { scope: "col", text }),
+            ),
           ),
         ),
         h("tbody", {}, result.items.map((user) => userRow(ctx, user, load))),

@@ -304,6 +304,32 @@ async def test_manager_sets_an_employee_id(api: Api) -> None:
     assert event.details == {"employee_id": {"before": "E-1111", "after": "E-2222"}}
 
 
+async def test_manager_sets_a_technicians_licence_number(api: Api) -> None:
+    """A manager's licence number for a technician is stored in Keycloak (in capitals), audited."""
+    person = api.people.create("technician", licence_number="UK.66.10000A", base_station="LHR")
+    response = await api.call(
+        "mgr1", "PATCH", f"{USERS}/{person.id}", json={"licence_number": "uk.66.424242b"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["attributes"]["licence_number"] == "UK.66.424242B"
+    stored = api.master.get_user(person.id)["attributes"]
+    assert stored["licence_number"] == ["UK.66.424242B"]
+    assert stored["base_station"] == ["LHR"]
+    event = only_event(api, person.id, "users.updated")
+    assert event.details == {"licence_number": {"before": "UK.66.10000A", "after": "UK.66.424242B"}}
+
+
+@pytest.mark.parametrize("licence", ["UK 66 123", "A" * 33, "-UK.66", "UK.66.1<b>"])
+async def test_an_invalid_licence_number_is_refused(api: Api, licence: str) -> None:
+    """A licence number outside 3-32 capitals, digits and . / - is a 422; nothing changes."""
+    person = api.people.create("technician", licence_number="UK.66.20000A")
+    response = await api.call(
+        "mgr1", "PATCH", f"{USERS}/{person.id}", json={"licence_number": licence}
+    )
+    assert_problem(response, 422, "validation_failed")
+    assert api.master.get_user(person.id)["attributes"]["licence_number"] == ["UK.66.20000A"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
