@@ -31,7 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from gateway_setup import access_token, seed_api_keys, write_oidc, write_policy
+from gateway_setup import (
+    access_token,
+    seed_api_keys,
+    seed_owner_standing,
+    write_oidc,
+    write_policy,
+)
 from joserfc.jwk import RSAKey
 from loadgen import WrkResult, wrk
 from processes import (
@@ -165,6 +171,7 @@ def start_backends(stack: ExitStack, oidc_folder: str, upstream_cpus: str) -> Ba
     stack.callback(oidc.stop)
     redis = start_redis(redis_port)
     stack.callback(redis.stop)
+    seed_owner_standing(redis_port)
     return Backends(upstream, up_port, oidc_port, redis_port, oidc_base, key)
 
 

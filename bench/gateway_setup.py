@@ -18,17 +18,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import redis
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from gateway import api_keys_store as store
 from gateway.api_keys import Peppers, generate_key
 from gateway.db import create_engine, create_schema, session_factory
+from gateway.standing import Standing, stored_standing
 
 REALM = "mro"
 AUDIENCE = "mro-gateway"
 KID = "bench-rs256"
 HUGE_LIMIT = "100000000/minute"
+KEY_OWNER = "bench-manager"
+KEY_OWNER_ROLES = ("manager", "engineer", "technician")
 BENCH_ROUTE = """
 [[routes]]
 methods = ["GET"]
@@ -103,7 +107,7 @@ async def _seed(database_url: str, pepper: str, count: int) -> str:
                 store.ApiKey(
                     id=generated.key_id,
                     name=f"bench key {index}",
-                    owner_sub="bench-manager",
+                    owner_sub=KEY_OWNER,
                     permissions=["agents:read", "conversations:read:own"],
                     roles=["service"],
                     secret_hash=peppers.hash(generated.secret),
@@ -117,6 +121,18 @@ async def _seed(database_url: str, pepper: str, count: int) -> str:
         return token
     finally:
         await engine.dispose()
+
+
+def seed_owner_standing(redis_port: int) -> None:
+    """Tell the gateway, through its Redis, what Keycloak would say of the keys' owner (enabled,
+    a manager), fresh for a day: the bench has no Keycloak admin API to ask."""
+    standing = Standing(exists=True, enabled=True, roles=frozenset(KEY_OWNER_ROLES))
+    value = stored_standing(time.time() + 86_400, standing)
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    try:
+        client.set(f"mro:standing:{KEY_OWNER}", value)
+    finally:
+        client.close()
 
 
 def seed_api_keys(database_url: str, pepper: str, count: int) -> str:

@@ -10,6 +10,12 @@ unknown id costs the same hashing as a known one, so timing does not tell them a
 
 Positive results are cached for ``settings.api_key_cache_seconds``: a key revoked on another
 replica keeps working here for up to that long (``invalidate`` drops it locally at once).
+
+A key acts for its owner and never beyond them: on every request the owner's current standing in
+Keycloak (``gateway.standing``, cached for well under a second per process) decides. A disabled
+or deleted owner's keys are refused (401 ``invalid_api_key``, audited ``owner_disabled`` or
+``owner_deleted``); otherwise the identity carries the owner's current roles, and the policy
+grants only what both the key's roles and the owner's roles give (``Authorizer.grant``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final
 
@@ -34,6 +40,7 @@ from gateway.audit import AuditEvent, AuditSink, Outcome
 from gateway.errors import AuthenticationError, DependencyUnavailable
 from gateway.identity import AuthMethod, Identity
 from gateway.settings import GatewaySettings
+from gateway.standing import OwnerStandings
 
 __all__ = [
     "HEADER",
@@ -163,8 +170,11 @@ class ApiKeyAuthenticator:
         audit: AuditSink | None = None,
         *,
         peppers: Peppers | None = None,
+        standings: OwnerStandings | None = None,
     ) -> None:
         self._sessions = session_factory
+        # None only where no owner exists to ask (unit tests of the key format and store).
+        self._standings = standings
         self._peppers = peppers or Peppers.from_settings(settings)
         self._cache_seconds = settings.api_key_cache_seconds
         self._clock = clock
@@ -177,8 +187,9 @@ class ApiKeyAuthenticator:
     async def authenticate(self, headers: Mapping[str, str]) -> Identity | None:
         """The key's Identity, or None without an X-API-Key header.
 
-        Raises AuthenticationError(code="invalid_api_key") for any bad key and
-        DependencyUnavailable when the database cannot be read.
+        Raises AuthenticationError(code="invalid_api_key") for any bad key or an owner who may
+        no longer act, and DependencyUnavailable when the database or the owner's standing
+        cannot be read.
         """
         value = headers.get(HEADER)
         if value is None:
@@ -193,12 +204,23 @@ class ApiKeyAuthenticator:
         cached = self._cache.get(parsed.key_id)
         fresh = cached is not None and now < cached.valid_until
         if cached is not None and fresh and hmac.compare_digest(cached.digest, digest):
-            self._mark_used(cached.identity, now)
-            return cached.identity
-        identity, valid_until = await self._verify(parsed, now)
-        self._cache[parsed.key_id] = _Cached(digest, identity, valid_until)
+            identity = cached.identity
+        else:
+            identity, valid_until = await self._verify(parsed, now)
+            self._cache[parsed.key_id] = _Cached(digest, identity, valid_until)
+        identity = await self._as_owner_allows(identity)
         self._mark_used(identity, now)
         return identity
+
+    async def _as_owner_allows(self, identity: Identity) -> Identity:
+        """identity bound to its owner's current roles; raises when the owner may not act."""
+        if self._standings is None or identity.owner is None:
+            return identity
+        standing = await self._standings.get(identity.owner)
+        if not standing.may_act:
+            reason = "owner_disabled" if standing.exists else "owner_deleted"
+            raise self._reject(identity.api_key_id, reason)
+        return replace(identity, owner_roles=standing.roles)
 
     def invalidate(self, key_id: str) -> None:
         """Forget a cached key in this process (after revoking or rotating it)."""
@@ -265,6 +287,7 @@ class ApiKeyAuthenticator:
             roles=frozenset(row.roles),
             name=row.name,
             api_key_id=row.id,
+            owner=row.owner_sub,
             expires_at=min(ends) if ends else None,
             scopes=frozenset(row.permissions),
         )

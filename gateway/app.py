@@ -38,6 +38,7 @@ from gateway import (
     routes_web,
     routes_wellknown,
 )
+from gateway.admin_events import AdminEventFollower
 from gateway.api_keys import ApiKeyAuthenticator
 from gateway.assertion import AssertionSigner
 from gateway.audit import AuditEvent, AuditSink, QueuedAuditWriter
@@ -65,10 +66,12 @@ from gateway.ratelimit import ExceededLog, Limiter, RateLimitRules, namespace
 from gateway.ratelimit_fallback import FailoverLimiter, LimitsLimiter
 from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
 from gateway.revocation import RevocationStore
+from gateway.revoker import Revoker
 from gateway.security_headers import SecurityHeaders
 from gateway.services import Services
 from gateway.sessions import SessionSettings
 from gateway.settings import Environment, GatewaySettings
+from gateway.standing import OwnerStandings
 from gateway.tokens import BearerAuthenticator
 from gateway.usage_meter import UsageMeter
 from gateway.usage_store import UsageRecorder, UsageStore
@@ -215,9 +218,29 @@ def create_app(
         audit=audit,
         clock=clock,
     )
+    standings = OwnerStandings(
+        redis,
+        keycloak_admin,
+        prefix=session_settings.redis_prefix,
+        fresh_seconds=settings.api_key_owner_fresh_seconds,
+        cache_seconds=session_settings.revocation_cache_seconds,
+        clock=clock,
+    )
+    revoker = Revoker(revocation, browser.manager, standings, audit, keycloak_admin.logout)
+    follower = (
+        AdminEventFollower(
+            keycloak_admin,
+            redis,
+            revoker,
+            prefix=session_settings.redis_prefix,
+            interval=settings.admin_events_poll_seconds,
+        )
+        if settings.admin_events_poll_seconds > 0 and settings.client_secret is not None
+        else None
+    )
     api_keys: ApiKeyAuthenticator | None = None
     if authenticators is None:
-        api_keys = ApiKeyAuthenticator(sessions, settings, clock, audit)
+        api_keys = ApiKeyAuthenticator(sessions, settings, clock, audit, standings=standings)
         authenticators = [browser.authenticator, bearer, api_keys]
     guard = InvalidCredentialGuard(limiter, rules.invalid_credentials, monotonic)
     signer = AssertionSigner.from_settings(settings, clock)
@@ -262,6 +285,7 @@ def create_app(
         upstream=upstream,
         signer=signer,
         readiness={"jwks": jwks.ready, "redis": redis_ready, "database": database_ready},
+        revoker=revoker,
     )
 
     @contextlib.asynccontextmanager
@@ -275,14 +299,16 @@ def create_app(
         if writer is not None:
             await writer.start()
         flusher = asyncio.create_task(api_keys.run_periodic_flush()) if api_keys else None
+        following = asyncio.create_task(follower.run()) if follower else None
         usage_recorder.start()
         try:
             yield
         finally:
-            if flusher is not None:
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+            for task in (flusher, following):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if api_keys is not None:
                 await api_keys.flush_last_used()
             await usage_recorder.aclose()

@@ -31,13 +31,20 @@ class Authorizer:
         self._by_roles: dict[frozenset[str], frozenset[str]] = {}
 
     def grant(self, identity: Identity) -> Identity:
-        """identity carrying the permissions its roles (and scopes) allow."""
-        granted = self._by_roles.get(identity.roles)
-        if granted is None:
-            granted = self._by_roles[identity.roles] = self._policy.permissions_for(identity.roles)
+        """identity carrying the permissions its roles (and scopes, and an API key's owner's
+        current roles) allow."""
+        granted = self._for_roles(identity.roles)
         if identity.scopes is not None:
             granted = granted & identity.scopes
+        if identity.owner_roles is not None:
+            granted = granted & self._for_roles(identity.owner_roles)
         return identity.with_permissions(granted)
+
+    def _for_roles(self, roles: frozenset[str]) -> frozenset[str]:
+        granted = self._by_roles.get(roles)
+        if granted is None:
+            granted = self._by_roles[roles] = self._policy.permissions_for(roles)
+        return granted
 
     def authorise(self, identity: Identity, permission: str, context: RequestContext) -> None:
         """Raise PermissionDenied (and audit it) unless identity holds permission."""

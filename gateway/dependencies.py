@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.audit import AuditSink
 from gateway.audit_store import SqlAuditStore
 from gateway.context import current_context
-from gateway.errors import AuthenticationError
+from gateway.errors import AuthenticationError, DependencyUnavailable
 from gateway.http_client import UpstreamClient
 from gateway.identity import Identity
 from gateway.metrics import Metrics
 from gateway.policy import Policy
 from gateway.problems import CREDENTIALS_MISSING
+from gateway.revoker import Revoker
 from gateway.services import Services
 from gateway.settings import GatewaySettings
 
@@ -33,6 +34,7 @@ __all__ = [
     "MetricsDep",
     "PolicyDep",
     "RedisDep",
+    "RevokerDep",
     "ServicesDep",
     "SettingsDep",
 ]
@@ -83,6 +85,14 @@ def get_metrics(request: Request) -> Metrics:
     return get_services(request).metrics
 
 
+def get_revoker(request: Request) -> Revoker:
+    """The app's revoker. Raises DependencyUnavailable where none was built."""
+    revoker = get_services(request).revoker
+    if revoker is None:
+        raise DependencyUnavailable("Revocation is not configured.")
+    return revoker
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 CurrentIdentity = Annotated[Identity, Depends(get_identity)]
@@ -93,3 +103,4 @@ RedisDep = Annotated[Redis, Depends(get_redis)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 HttpClientDep = Annotated[UpstreamClient, Depends(get_http_client)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RevokerDep = Annotated[Revoker, Depends(get_revoker)]

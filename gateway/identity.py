@@ -31,6 +31,12 @@ class Identity:
     client_id: str | None = None
     api_key_id: str | None = None
     expires_at: float | None = None
+    # When the credential was issued (a token's ``iat``); revocations refuse what came before.
+    issued_at: float | None = None
+    # The person or service account an API key acts for (its owner's Keycloak id), and the
+    # owner's realm roles now: a key never gets a permission its owner's roles do not give.
+    owner: str | None = None
+    owner_roles: frozenset[str] | None = None
     permissions: frozenset[str] = field(default_factory=frozenset)
     # Permissions an API key was limited to at creation; None means "whatever the roles grant".
     scopes: frozenset[str] | None = None

@@ -22,7 +22,9 @@ representations read and written are in ``gateway.keycloak_users``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import re
 import time
@@ -35,8 +37,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
 
 from gateway.errors import NotFound
 from gateway.keycloak_admin_errors import KEYCLOAK_MISCONFIGURED, check, parse, unavailable
-from gateway.keycloak_users import KeycloakUser, NewUser, ProfileEdit, RoleRef
+from gateway.keycloak_users import (
+    AdminEvent,
+    KeycloakUser,
+    NewUser,
+    ProfileEdit,
+    RoleRef,
+)
 from gateway.settings import GatewaySettings
+from gateway.standing import GONE, Standing
 
 __all__ = ["KeycloakAdminClient", "KeycloakAdminDep", "get_keycloak_admin"]
 
@@ -58,6 +67,7 @@ _USER: Final = TypeAdapter(KeycloakUser)
 _USERS: Final = TypeAdapter(list[KeycloakUser])
 _ROLES: Final = TypeAdapter(list[RoleRef])
 _COUNT: Final = TypeAdapter(int)
+_EVENTS: Final = TypeAdapter(list[AdminEvent])
 _TOKEN: Final = TypeAdapter(_Token)
 
 
@@ -195,6 +205,34 @@ class KeycloakAdminClient:
     async def set_enabled(self, user_id: str, enabled: bool) -> None:
         """Enable or disable a user (a PUT without attributes leaves the profile alone)."""
         await self._call("PUT", f"/users/{_uid(user_id)}", json={"enabled": enabled})
+
+    async def standing(self, user_id: str) -> Standing:
+        """Whether the account exists and is enabled, and its effective realm roles.
+
+        Raises DependencyUnavailable when Keycloak cannot tell.
+        """
+        try:
+            user = await self.get_user(user_id)
+            roles = await self.effective_realm_roles(user_id) if user.enabled else frozenset()
+        except NotFound:
+            return GONE
+        return Standing(exists=True, enabled=user.enabled, roles=roles)
+
+    async def admin_events(self, *, first: int, max_results: int) -> list[AdminEvent]:
+        """A page of the realm's admin events, newest first (needs ``view-events``)."""
+        params = {"first": str(first), "max": str(max_results)}
+        return parse(await self._call("GET", "/admin-events", params), _EVENTS)
+
+    async def own_user_id(self) -> str | None:
+        """The id of the gateway's service account (the ``sub`` of its own token)."""
+        token = await self._service_token()
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):
+            return None
+        sub = claims.get("sub") if isinstance(claims, dict) else None
+        return sub if isinstance(sub, str) else None
 
     async def logout(self, user_id: str) -> None:
         """End all the user's sessions; Keycloak then sends back-channel logouts."""

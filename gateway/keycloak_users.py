@@ -6,7 +6,14 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SERVICE_ACCOUNT_PREFIX", "KeycloakUser", "NewUser", "ProfileEdit", "RoleRef"]
+__all__ = [
+    "SERVICE_ACCOUNT_PREFIX",
+    "AdminEvent",
+    "KeycloakUser",
+    "NewUser",
+    "ProfileEdit",
+    "RoleRef",
+]
 
 SERVICE_ACCOUNT_PREFIX: Final = "service-account-"
 
@@ -126,3 +133,30 @@ class RoleRef(BaseModel):
 
     id: str
     name: str
+
+
+class AdminEventAuth(BaseModel):
+    """Who made an admin change: the client and user of the admin's token."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    client_id: str | None = Field(default=None, alias="clientId")
+    user_id: str | None = Field(default=None, alias="userId")
+
+
+class AdminEvent(BaseModel):
+    """The parts of Keycloak's AdminEventRepresentation the gateway follows."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    id: str | None = None
+    time: int
+    operation_type: str = Field(default="", alias="operationType")
+    resource_type: str = Field(default="", alias="resourceType")
+    resource_path: str = Field(default="", alias="resourcePath")
+    auth_details: AdminEventAuth | None = Field(default=None, alias="authDetails")
+
+    @property
+    def key(self) -> str:
+        """An identity for de-duplication (older Keycloaks send no id)."""
+        return self.id or f"{self.time}:{self.operation_type}:{self.resource_path}"

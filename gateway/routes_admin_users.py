@@ -10,8 +10,10 @@ bodies are in ``gateway.user_admin_models``):
   machine clients get it in Keycloak.
 * Nobody acts on their own account through this API (403 ``self_modification``): no raising
   one's own roles, no disabling oneself. Service accounts are left alone (403 ``service_account``).
-* Removing a role or disabling a user ends all their Keycloak sessions at once; Keycloak then
-  sends back-channel logouts to the gateway.
+* Removing a role, disabling a user or signing them out ends every credential they hold at once
+  (``gateway.revoker``): their access tokens on every replica, their browser sessions, their
+  Keycloak sessions, and what their API keys may do. Granting a role or enabling someone makes
+  their API keys re-read what the owner may do.
 * New users get no password: Keycloak mails them links to verify the address and set one.
 
 Every change is audited with the roles or enabled flag before and after; refused attempts are
@@ -26,11 +28,13 @@ from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from gateway.dependencies import Audit, CurrentIdentity
+from gateway.context import current_context
+from gateway.dependencies import Audit, CurrentIdentity, RevokerDep
 from gateway.errors import BadRequest, Conflict, DependencyUnavailable
 from gateway.identity import Identity
 from gateway.keycloak_admin import KeycloakAdminClient, KeycloakAdminDep
 from gateway.keycloak_users import KeycloakUser, NewUser
+from gateway.revoker import Revoker
 from gateway.routes_me import MRO_ATTRIBUTES, audit_event, profile_edit
 from gateway.user_admin_models import CreatedUser, NewUserRequest, UserOut, UserPage, UserUpdate
 from gateway.user_admin_rules import RoleChange, denials, not_self, require, snapshot, target
@@ -186,6 +190,7 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
     async def grant_role(
         caller: CurrentIdentity,
         admin: KeycloakAdminDep,
+        revoker: RevokerDep,
         sink: Audit,
         request: Request,
         user_id: UserId,
@@ -197,12 +202,14 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         if role in before:
             return UserOut.of(user, before)
         await admin.grant_realm_role(user_id, role)
+        await revoker.standing_changed(user_id)
         return await change.done(user, before)
 
     @router.delete("/{user_id}/roles/{role}")
     async def revoke_role(
         caller: CurrentIdentity,
         admin: KeycloakAdminDep,
+        revoker: RevokerDep,
         sink: Audit,
         request: Request,
         user_id: UserId,
@@ -218,12 +225,13 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
                     code="role_inherited",
                 )
             return UserOut.of(user, before)
-        await admin.logout(user_id)
+        await end_everything(revoker, request, caller, user_id, "users.role_revoked")
         return await change.done(user, before, sessions_ended=True)
 
     async def set_enabled(
         caller: Identity,
         admin: KeycloakAdminClient,
+        revoker: Revoker,
         sink: Audit,
         request: Request,
         user_id: str,
@@ -237,8 +245,10 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
         if user.enabled == enabled:
             return UserOut.of(user, roles)
         await admin.set_enabled(user_id, enabled)
-        if not enabled:
-            await admin.logout(user_id)
+        if enabled:
+            await revoker.standing_changed(user_id)
+        else:
+            await end_everything(revoker, request, caller, user_id, action)
         changed = user.model_copy(update={"enabled": enabled})
         details = {
             "before": snapshot(user, roles),
@@ -252,40 +262,57 @@ def create_router(*, scan_limit: int = DEFAULT_SCAN_LIMIT) -> APIRouter:
     async def disable_user(
         caller: CurrentIdentity,
         admin: KeycloakAdminDep,
+        revoker: RevokerDep,
         sink: Audit,
         request: Request,
         user_id: UserId,
     ) -> UserOut:
-        """Disable the account and end all its sessions."""
-        return await set_enabled(caller, admin, sink, request, user_id, False)
+        """Disable the account and end every credential it holds."""
+        return await set_enabled(caller, admin, revoker, sink, request, user_id, False)
 
     @router.post("/{user_id}/enable")
     async def enable_user(
         caller: CurrentIdentity,
         admin: KeycloakAdminDep,
+        revoker: RevokerDep,
         sink: Audit,
         request: Request,
         user_id: UserId,
     ) -> UserOut:
         """Enable the account again."""
-        return await set_enabled(caller, admin, sink, request, user_id, True)
+        return await set_enabled(caller, admin, revoker, sink, request, user_id, True)
 
     @router.post("/{user_id}/logout", status_code=status.HTTP_204_NO_CONTENT)
     async def logout_user(
         caller: CurrentIdentity,
         admin: KeycloakAdminDep,
+        revoker: RevokerDep,
         sink: Audit,
         request: Request,
         user_id: UserId,
     ) -> None:
-        """End all the user's Keycloak sessions (they must log in again)."""
+        """End every credential the user holds but their API keys (they must log in again)."""
         action = "users.logged_out"
         with denials(sink, request, caller, action, user_id):
             require(caller)
             not_self(caller, user_id)
             user, roles = await target(admin, caller, user_id)
-        await admin.logout(user_id)
+        await end_everything(revoker, request, caller, user_id, action)
         details = {"before": snapshot(user, roles), "after": snapshot(user, roles)}
         sink.emit(audit_event(request, caller, action, user_id, details))
 
     return router
+
+
+async def end_everything(
+    revoker: Revoker, request: Request, caller: Identity, user_id: str, reason: str
+) -> None:
+    """End the user's credentials here and their sessions at Keycloak. Raises GatewayError."""
+    context = current_context(request.scope)
+    await revoker.revoke(
+        user_id,
+        reason,
+        actor=caller.subject,
+        request_id=context.request_id if context else None,
+        end_keycloak_sessions=True,
+    )

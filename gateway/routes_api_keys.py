@@ -164,7 +164,7 @@ def create_router(
         row = store.ApiKey(
             id=generated.key_id,
             name=source.name,
-            owner_sub=caller.subject,
+            owner_sub=caller.owner or caller.subject,
             owner_name=caller.name or caller.username,
             permissions=sorted(set(source.permissions)),
             roles=sorted(set(source.roles)),

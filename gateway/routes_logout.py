@@ -4,7 +4,8 @@
   Keycloak's end-session endpoint with ``id_token_hint``; a POST from another origin, or a GET the
   browser marks cross-site, is a 403 ``csrf_failed``, audited as ``auth.csrf_failed``.
 * ``POST /auth/backchannel-logout``: Keycloak's logout token; ends that ``sid``'s sessions and
-  revokes the ``sid`` for bearer tokens. A token is used once (its ``jti``).
+  revokes the ``sid`` for bearer tokens. A token that names only a subject (no ``sid``) ends all of
+  that person's sessions and tokens (``gateway.revoker``). A token is used once (its ``jti``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from fastapi.responses import Response
 from gateway.browser_auth import NO_STORE, BrowserAuth, redirect, sid_details
 from gateway.context import current_context
 from gateway.csrf import CSRF_FAILED, CsrfFailed, check_origin, refusal_details
+from gateway.dependencies import RevokerDep
 from gateway.errors import BadRequest, GatewayError
 from gateway.oidc import TokenInvalid
 from gateway.problems import problem_response
+from gateway.revoker import Revoker
 
 __all__ = ["InvalidLogoutToken", "create_router", "logout_token"]
 
@@ -90,10 +93,10 @@ def create_router(auth: BrowserAuth) -> APIRouter:
         return record.subject if record else None
 
     @router.post("/backchannel-logout")
-    async def backchannel_logout(request: Request) -> Response:
+    async def backchannel_logout(request: Request, revoker: RevokerDep) -> Response:
         """OpenID Connect back-channel logout: Keycloak ended a session."""
         try:
-            await end_keycloak_session(request)
+            await end_keycloak_session(request, revoker)
         except InvalidLogoutToken as exc:
             context = current_context(request.scope)
             response = problem_response(exc, context.request_id if context else None)
@@ -101,7 +104,7 @@ def create_router(auth: BrowserAuth) -> APIRouter:
             return response
         return Response(status_code=200, headers=NO_STORE)
 
-    async def end_keycloak_session(request: Request) -> None:
+    async def end_keycloak_session(request: Request, revoker: Revoker) -> None:
         try:
             token = logout_token(request.headers.get("content-type", ""), await request.body())
             claims = await auth.oidc.verify_logout_token(token)
@@ -115,6 +118,13 @@ def create_router(auth: BrowserAuth) -> APIRouter:
         ended = await auth.manager.end_all(sid=claims.sid, sub=claims.sub)
         if claims.sid:
             await auth.revocation.revoke(claims.sid)
+        elif claims.sub:
+            context = current_context(request.scope)
+            await revoker.revoke(
+                claims.sub,
+                "auth.backchannel_logout",
+                request_id=context.request_id if context else None,
+            )
         auth.emit(
             request,
             "auth.backchannel_logout",

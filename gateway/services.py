@@ -14,6 +14,7 @@ from gateway.audit_store import SqlAuditStore
 from gateway.http_client import UpstreamClient
 from gateway.metrics import Metrics
 from gateway.policy import Policy
+from gateway.revoker import Revoker
 from gateway.settings import GatewaySettings
 
 __all__ = ["ReadinessCheck", "Services"]
@@ -37,3 +38,5 @@ class Services:
     upstream: UpstreamClient
     signer: AssertionSigner
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # Ends a person's credentials when their standing changes (None: no Redis-backed sessions).
+    revoker: Revoker | None = None

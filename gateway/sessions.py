@@ -60,8 +60,9 @@ class SessionSettings(BaseSettings):
     refresh_lock_seconds: float = 15.0
     refresh_wait_seconds: float = 10.0
     login_state_seconds: int = 600
-    access_token_lifetime_seconds: int = 300  # how long a revoked sid must be remembered
-    revocation_cache_seconds: float = 1.0
+    access_token_lifetime_seconds: int = 300  # how long a revocation must be remembered
+    # How long a replica trusts its last look at the revocations of one person and session.
+    revocation_cache_seconds: float = 0.5
     logout_token_max_age_seconds: int = 120
     post_logout_redirect_path: str = "/"
     redis_prefix: str = "mro:"

@@ -62,6 +62,11 @@ class GatewaySettings(BaseSettings):
     api_key_pepper: SecretStr = SecretStr(_DEV_PEPPER)
     api_key_previous_peppers: list[SecretStr] = Field(default_factory=list)
     api_key_cache_seconds: int = 30
+    # An API key owner's standing in Keycloak (enabled, roles): re-read after this long, and at
+    # once after any change to the owner that the gateway hears of.
+    api_key_owner_fresh_seconds: float = Field(default=300.0, gt=0)
+    # How often one replica reads Keycloak's admin events (console changes to people); 0: never.
+    admin_events_poll_seconds: float = Field(default=1.0, ge=0)
 
     # Policy and limits
     policy_file: str | None = None  # default: the packaged gateway/policy.toml

@@ -64,7 +64,6 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 # refused rather than silently trusted by a later library upgrade. ``crit`` and ``b64`` change
 # how the token must be processed; none of their extensions is supported.
 _REFUSED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
-_SERVICE_ACCOUNT_PREFIX: Final = "service-account-"
 
 ERROR_CODES: Final = frozenset(
     {
@@ -296,21 +295,33 @@ def _text(claims: Mapping[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _is_service_token(claims: Mapping[str, Any], roles: frozenset[str]) -> bool:
+    """Whether a token came from the client-credentials grant of a confidential client.
+
+    Decided from what only Keycloak controls: that grant yields a token with the client's id
+    (``client_id``, which Keycloak's service-account scope adds) and no user session (``sid``),
+    for a service account holding the realm's ``service`` role. A username is never evidence:
+    people choose theirs at registration.
+    """
+    client_id = _text(claims, "client_id") or _text(claims, "clientId")
+    return bool(client_id) and not _text(claims, "sid") and "service" in roles
+
+
 def _identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     """The Identity a verified access token describes."""
     realm_access = claims.get("realm_access")
     roles = _strings(realm_access.get("roles")) if isinstance(realm_access, dict) else frozenset()
-    username = _text(claims, "preferred_username")
-    client_id = _text(claims, "client_id") or _text(claims, "clientId") or _text(claims, "azp")
-    is_service = username.startswith(_SERVICE_ACCOUNT_PREFIX) and bool(client_id)
+    is_service = _is_service_token(claims, roles)
+    iat = claims.get("iat")
     return Identity(
         subject=_text(claims, "sub"),
         method=AuthMethod.CLIENT_CREDENTIALS if is_service else AuthMethod.JWT,
         roles=roles,
-        username=username,
+        username=_text(claims, "preferred_username"),
         name=_text(claims, "name"),
         email=_text(claims, "email"),
         session_id=_text(claims, "sid") or None,
-        client_id=client_id if is_service else None,
+        client_id=(_text(claims, "client_id") or _text(claims, "clientId")) if is_service else None,
         expires_at=float(claims["exp"]),
+        issued_at=float(iat) if isinstance(iat, int | float) else None,
     )

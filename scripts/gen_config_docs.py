@@ -86,6 +86,11 @@ DESCRIPTIONS: dict[str, str] = {
     "with the current pepper when next used.",
     "MRO_GATEWAY_API_KEY_CACHE_SECONDS": "How long a verified API key is cached per process (a "
     "key revoked on another replica works here for up to this long).",
+    "MRO_GATEWAY_API_KEY_OWNER_FRESH_SECONDS": "How long an API key owner's standing read from "
+    "Keycloak (enabled, roles) is trusted before it is read again; any change to the owner that "
+    "the gateway hears of drops it at once.",
+    "MRO_GATEWAY_ADMIN_EVENTS_POLL_SECONDS": "How often one replica reads the realm's admin "
+    "events, so that changes made in Keycloak's console revoke people's credentials (`0`: never).",
     "MRO_GATEWAY_POLICY_FILE": "Roles, permissions, routes, rate limits and budgets; unset: the "
     "packaged `gateway/policy.toml`.",
     "MRO_GATEWAY_TRUSTED_PROXIES": "CIDRs of proxies whose `X-Forwarded-For` and `X-Request-ID` "
@@ -112,13 +117,15 @@ DESCRIPTIONS: dict[str, str] = {
     "MRO_GATEWAY_REFRESH_WAIT_SECONDS": "How long a request waits for another process's refresh.",
     "MRO_GATEWAY_LOGIN_STATE_SECONDS": "How long a started login may take.",
     "MRO_GATEWAY_ACCESS_TOKEN_LIFETIME_SECONDS": "Keycloak's access token lifespan: how long a "
-    "logged-out session id stays revoked.",
-    "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": 'Per-process cache of "session not revoked" '
-    "(`0` turns it off).",
+    "logged-out session id or a person's revocation is remembered.",
+    "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": "How long a replica trusts its last look at the "
+    "revocations of one person and session, and at an API key owner's standing (`0` turns it "
+    "off).",
     "MRO_GATEWAY_LOGOUT_TOKEN_MAX_AGE_SECONDS": "Oldest `iat` a back-channel logout token may "
     "have.",
     "MRO_GATEWAY_POST_LOGOUT_REDIRECT_PATH": "Where Keycloak sends the browser after logout.",
-    "MRO_GATEWAY_REDIS_PREFIX": "Prefix of the session, login and revocation keys in Redis.",
+    "MRO_GATEWAY_REDIS_PREFIX": "Prefix of the session, login, revocation, standing and "
+    "admin-event keys in Redis.",
     # orchestrator/settings.py
     "MRO_ORCHESTRATOR_ENVIRONMENT": "`production` requires a real model credential and hides "
     "`/docs`.",

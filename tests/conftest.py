@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Gateways that tests start (in process or as child processes) share one Keycloak realm, where
+# tests change many users. A gateway following the realm's admin events would revoke the dev
+# users' cached tokens of other tests whenever any test edits them, so only the tests of that
+# feature turn it on (tests/security/test_revocation.py).
+os.environ.setdefault("MRO_GATEWAY_ADMIN_EVENTS_POLL_SECONDS", "0")
 
 pytest_plugins = [
     "tests.fixtures.stack",

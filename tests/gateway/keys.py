@@ -136,18 +136,18 @@ class TokenFactory:
     def token(self, subject: str = "user-1", **overrides: Any) -> str:
         return self.sign(self.claims(subject, **overrides))
 
-    def service_token(self, client_id: str = "mro-planning", **overrides: Any) -> str:
+    def service_token(self, client: str = "mro-planning", **overrides: Any) -> str:
         claims = {
-            "preferred_username": f"service-account-{client_id}",
-            "client_id": client_id,
-            "azp": client_id,
+            "preferred_username": f"service-account-{client}",
+            "client_id": client,
+            "azp": client,
             "sid": None,
             "name": None,
             "email": None,
             "realm_access": {"roles": ["service"]},
             **overrides,
         }
-        return self.token(f"sa-{client_id}", **claims)
+        return self.token(f"sa-{client}", **claims)
 
 
 @dataclass

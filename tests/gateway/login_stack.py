@@ -35,13 +35,17 @@ from gateway.audit import AuditEvent
 from gateway.browser_auth import BrowserAuth
 from gateway.context import RequestContext, current_context
 from gateway.csrf import CsrfGuard
+from gateway.dependencies import get_revoker
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.identity import Authenticator
 from gateway.jwks import JWKSCache
+from gateway.keycloak_admin import KeycloakAdminClient
 from gateway.revocation import RevocationStore
+from gateway.revoker import Revoker
 from gateway.routes_auth import create_router
 from gateway.sessions import SessionSettings
 from gateway.settings import GatewaySettings
+from gateway.standing import OwnerStandings
 from gateway.tokens import BearerAuthenticator
 from tests.gateway.harness import serve as serve_app
 from tests.keycloak_flows import REALM, LoopbackCookies, form_action
@@ -268,6 +272,9 @@ class GatewayUnderTest:
             audit=self.audit,
             clock=self.clock,
         )
+        admin = KeycloakAdminClient.from_settings(settings, http)
+        standings = OwnerStandings(redis, admin)
+        revoker = Revoker(revocation, auth.manager, standings, self.audit, admin.logout)
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -278,6 +285,7 @@ class GatewayUnderTest:
         app = FastAPI(lifespan=lifespan)
         problems.install(app)
         app.include_router(create_router(auth))
+        app.dependency_overrides[get_revoker] = lambda: revoker
 
         @app.get("/api/whoami")
         async def whoami(request: Request) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from devstack.keycloak import client_secret
 from devstack.procs import free_port
 from gateway import problems, routes_admin_users, routes_me
 from gateway.audit import AuditEvent
-from gateway.dependencies import get_audit, get_identity, get_settings
+from gateway.dependencies import get_audit, get_identity, get_revoker, get_settings
 from gateway.errors import (
     AuthenticationError,
     BadRequest,
@@ -60,6 +60,35 @@ class RecordingAudit:
     def about(self, target: str, action: str | None = None) -> list[AuditEvent]:
         """Events about target (optionally only one action), oldest first."""
         return [e for e in self.events if e.target == target and action in (None, e.action)]
+
+
+@dataclass
+class RecordingRevoker:
+    """Records what the routes revoke; ends Keycloak sessions where asked, as Revoker does.
+
+    The revoker itself (Redis, sessions, standings) is tested in tests/security/test_revocation.py.
+    """
+
+    admin: KeycloakAdminClient
+    revoked: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+    async def revoke(
+        self,
+        subject: str,
+        reason: str,
+        *,
+        at: float | None = None,
+        actor: str | None = None,
+        request_id: str | None = None,
+        end_keycloak_sessions: bool = False,
+    ) -> None:
+        self.revoked.append((subject, reason))
+        if end_keycloak_sessions:
+            await self.admin.logout(subject)
+
+    async def standing_changed(self, subject: str) -> None:
+        self.changed.append(subject)
 
 
 @dataclass(frozen=True)
@@ -178,6 +207,8 @@ def build_app(
     app = FastAPI()
     problems.install(app)
     app.state.keycloak_admin = admin
+    app.state.revoker = revoker = RecordingRevoker(admin)
+    app.dependency_overrides[get_revoker] = lambda: revoker
     app.include_router(routes_me.create_router())
     app.include_router(routes_admin_users.create_router(scan_limit=scan_limit))
     app.dependency_overrides[get_identity] = identify
@@ -209,6 +240,7 @@ class Api:
     credentials: dict[str, Any]
     dev_tokens: Callable[[str], dict[str, Any]]
     identify: Identify
+    revoker: RecordingRevoker
     logins: TokenCache = field(default_factory=TokenCache)
 
     def tokens(self, who: str | Person) -> dict[str, Any]:
@@ -273,6 +305,7 @@ async def serve_api(
                     credentials,
                     dev_tokens,
                     identify,
+                    app.state.revoker,
                 )
     finally:
         people.cleanup()

@@ -1,4 +1,4 @@
-"""The sid revocation set on real Redis, and bearer tokens of a revoked Keycloak session."""
+"""Revoked sessions and people on real Redis, and bearer tokens of a revoked Keycloak session."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def identity(sid: str | None) -> Identity:
     return Identity(subject="user-1", method=AuthMethod.JWT, roles=frozenset(), session_id=sid)
 
 
+def issued(subject: str, sid: str | None, iat: float | None) -> Identity:
+    return Identity(
+        subject=subject, method=AuthMethod.JWT, roles=frozenset(), session_id=sid, issued_at=iat
+    )
+
+
 def new_sid() -> str:
     return f"test-{uuid.uuid4().hex}"
 
@@ -51,14 +57,47 @@ async def test_a_revoked_sid_is_reported_until_its_ttl(redis: Redis) -> None:
     assert TTL - 2 <= await redis.ttl(f"mro:revoked-sid:{sid}") <= TTL
 
 
-async def test_identities_without_a_sid_are_never_revoked() -> None:
-    """Service tokens and API keys have no sid: no Redis round trip, never revoked."""
-    unreachable = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
-    store = RevocationStore(unreachable, ttl_seconds=TTL)
-    try:
-        assert await store.is_revoked(identity(None)) is False
-    finally:
-        await unreachable.aclose()
+async def test_a_subject_revocation_refuses_every_earlier_token_of_that_person(
+    redis: Redis,
+) -> None:
+    """revoke_subject(sub, at) refuses tokens issued at or before at, with or without a sid,
+    accepts later ones, and leaves other people alone."""
+    store = RevocationStore(redis, ttl_seconds=TTL, cache_seconds=0)
+    subject = f"user-{uuid.uuid4().hex}"
+    await store.revoke_subject(subject, at=1_000.5)
+    assert await store.is_revoked(issued(subject, None, 999.0)) is True
+    assert await store.is_revoked(issued(subject, new_sid(), 1_000.0)) is True  # same second
+    assert await store.is_revoked(issued(subject, None, 1_001.0)) is False
+    assert await store.is_revoked(issued(subject, None, None)) is True  # no iat: cannot tell
+    assert await store.is_revoked(issued(f"other-{subject}", None, 999.0)) is False
+    assert TTL - 2 <= await redis.ttl(f"mro:revoked-sub:{subject}") <= TTL
+
+
+async def test_a_subject_revocation_keeps_the_latest_time(redis: Redis) -> None:
+    """An older revocation replayed after a newer one does not lower the person's not-before."""
+    store = RevocationStore(redis, ttl_seconds=TTL, cache_seconds=0)
+    subject = f"user-{uuid.uuid4().hex}"
+    await store.revoke_subject(subject, at=2_000.0)
+    await store.revoke_subject(subject, at=1_000.0)
+    assert await store.is_revoked(issued(subject, None, 1_500.0)) is True
+    assert float(await redis.get(f"mro:revoked-sub:{subject}")) == 2_000.0
+
+
+async def test_another_replica_sees_a_subject_revocation_within_the_cache_time(
+    redis: Redis,
+) -> None:
+    """A replica that looked before the revocation sees it once its cache entry ends."""
+    monotonic = FakeClock(100.0)
+    replica_a = RevocationStore(redis, ttl_seconds=TTL, cache_seconds=0.5, monotonic=monotonic)
+    replica_b = RevocationStore(redis, ttl_seconds=TTL, cache_seconds=0.5, monotonic=monotonic)
+    subject = f"user-{uuid.uuid4().hex}"
+    token = issued(subject, new_sid(), 1_000.0)
+    assert await replica_b.is_revoked(token) is False
+    await replica_a.revoke_subject(subject, at=1_000.0)
+    assert await replica_a.is_revoked(token) is True
+    assert await replica_b.is_revoked(token) is False  # still cached
+    monotonic.advance(0.5)
+    assert await replica_b.is_revoked(token) is True
 
 
 async def test_another_replica_sees_a_revocation_within_the_cache_time(redis: Redis) -> None:

@@ -195,8 +195,10 @@ async def test_disable_ends_sessions_and_enable_restores_the_account(api: Api) -
     assert event.details["before"]["enabled"] is True
     assert event.details["after"]["enabled"] is False
     assert event.details["sessions_ended"] is True
+    assert (person.id, "users.disabled") in api.revoker.revoked
     enabled = await api.call("mgr1", "POST", f"{USERS}/{person.id}/enable")
     assert enabled.json()["enabled"] is True
+    assert person.id in api.revoker.changed
     assert api.master.get_user(person.id)["enabled"] is True
     assert only_event(api, person.id, "users.enabled").details["after"]["enabled"] is True
 
@@ -210,6 +212,7 @@ async def test_revoking_a_role_ends_the_users_sessions(api: Api) -> None:
     assert response.json()["roles"] == ["technician"]
     assert "engineer" not in roles_in_keycloak(api, person.id)
     assert api.refresh(refresh) is None
+    assert (person.id, "users.role_revoked") in api.revoker.revoked
     event = only_event(api, person.id, "users.role_revoked")
     assert event.details["before"]["roles"] == ["engineer", "technician"]
     assert event.details["after"]["roles"] == ["technician"]
@@ -230,6 +233,7 @@ async def test_logout_ends_all_sessions(api: Api) -> None:
     response = await api.call("mgr1", "POST", f"{USERS}/{person.id}/logout")
     assert response.status_code == 204, response.text
     assert api.refresh(refresh) is None
+    assert (person.id, "users.logged_out") in api.revoker.revoked
     assert api.master.get_user(person.id)["enabled"] is True
     assert only_event(api, person.id, "users.logged_out").actor == sub(api, "mgr1")
 

@@ -111,6 +111,7 @@ async def test_user_token_gives_a_jwt_identity(
         email="tech1@example.org",
         session_id="session-1",
         expires_at=clock() + 300,
+        issued_at=float(int(clock())),
     )
 
 
@@ -125,6 +126,25 @@ async def test_service_account_token_gives_client_credentials(
     assert identity.roles == {"service"}
     assert identity.session_id is None
     assert identity.is_service
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"sid": "session-1"},  # a person's session: client_id alone proves nothing
+        {"realm_access": {"roles": ["technician"]}},  # no service role
+        {"client_id": None},  # no client id: only the client-credentials grant adds it
+    ],
+)
+async def test_only_claims_keycloak_controls_make_a_service(
+    auth: BearerAuthenticator, tokens: TokenFactory, overrides: dict[str, Any]
+) -> None:
+    """A service identity needs the grant's client id, no session and the service role,
+    whatever the username says."""
+    identity = await auth.authenticate(bearer(tokens.service_token("mro-x", **overrides)))
+    assert identity is not None
+    assert identity.method is AuthMethod.JWT
+    assert identity.client_id is None
 
 
 async def test_user_named_like_a_service_account_without_client_is_a_user(

@@ -144,14 +144,20 @@ def test_gateway_client_settings(realm_file: dict[str, Any], keycloak_admin: Key
 
 
 def test_gateway_service_account_is_least_privilege(keycloak_admin: KeycloakAdmin) -> None:
-    """The gateway's service account may view, query and manage users, and nothing else."""
+    """The gateway's service account may view, query and manage users and read admin events,
+    and nothing else."""
     client_uuid = keycloak_admin.get_client_id("mro-gateway")
     management = keycloak_admin.get_client_id("realm-management")
     assert client_uuid is not None
     assert management is not None
     account = keycloak_admin.get_client_service_account_user(client_uuid)
     direct = keycloak_admin.get_client_roles_of_user(account["id"], management)
-    assert {r["name"] for r in direct} == {"view-users", "manage-users", "query-users"}
+    assert {r["name"] for r in direct} == {
+        "view-users",
+        "manage-users",
+        "query-users",
+        "view-events",
+    }
     assert keycloak_admin.get_realm_roles_of_user(account["id"]) == []
 
 

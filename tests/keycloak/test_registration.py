@@ -154,6 +154,23 @@ def test_duplicate_email_is_rejected(
     assert keycloak_admin.get_user_id(new_username) is None
 
 
+def test_a_person_cannot_register_as_a_service_account(
+    keycloak_url: str, keycloak_admin: KeycloakAdmin
+) -> None:
+    """A username starting with service-account- is refused by the realm's user profile, so no
+    person can take the name Keycloak gives its clients' service accounts."""
+    username = f"service-account-{secrets.token_hex(4)}"
+    with browser_client() as client:
+        page = _registration_page(client, keycloak_url)
+        resp = _register(page, username, f"{username}@mro.test", "Strong-dev-only-pass-42")
+    created = keycloak_admin.get_user_id(username)
+    if created:
+        keycloak_admin.delete_user(created)
+    assert resp.status_code == 200
+    assert "belong to Keycloak" in resp.text
+    assert created is None
+
+
 def test_invalid_base_station_is_rejected(
     keycloak_url: str, keycloak_admin: KeycloakAdmin, new_username: str
 ) -> None:

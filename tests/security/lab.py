@@ -127,11 +127,16 @@ def _without_rate_limits(policy: str) -> str:
 
 def policy_with_limits(folder: Path, **limits: Any) -> Policy:
     """The packaged policy with its rate limits replaced by limits (others as packaged)."""
+    return Policy.load(policy_file_with_limits(folder, **limits), environment="development")
+
+
+def policy_file_with_limits(folder: Path, **limits: Any) -> Path:
+    """A file of the packaged policy with its rate limits replaced by limits."""
     packaged = importlib.resources.files("gateway").joinpath("policy.toml").read_text("utf-8")
     merged = {**tomllib.loads(packaged)["rate_limits"], **limits}
     path = folder / f"policy-{uuid.uuid4().hex[:8]}.toml"
     path.write_text(_without_rate_limits(packaged) + _limits_toml(merged), "utf-8")
-    return Policy.load(path, environment="development")
+    return path
 
 
 @contextlib.contextmanager
