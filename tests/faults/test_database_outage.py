@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.keycloak import GATEWAY_CLIENT_ID, client_secret
 from devstack.procs import free_port
 from tests.faults.evidence import (
     AuditRow,
@@ -101,6 +102,7 @@ async def outage(
     redis_url: str,
     user_tokens: Any,
     mint_service_token: TokenMinter,
+    dev_credentials: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Outage:
     """One outage of the database under an in-process gateway whose wall clock is injected."""
@@ -112,6 +114,8 @@ async def outage(
         redis_url=redis_url,
         database_url=postgres.url,
         api_key_cache_seconds=API_KEY_CACHE_SECONDS,
+        # The gateway's own client: API keys need their owner's standing from Keycloak.
+        client_secret=client_secret(GATEWAY_CLIENT_ID, dev_credentials),
     )
     manager = bearer(str(user_tokens("mgr1")["access_token"]))
     service = bearer(mint_service_token(keycloak_url))

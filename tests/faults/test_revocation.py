@@ -30,7 +30,6 @@ from gateway.assertion import generate_signing_key_pem
 from tests.faults.evidence import assert_problem, bearer
 from tests.faults.processes import ForkServer, HttpProcess, gateway_process
 from tests.faults.test_two_replicas import start_together
-from tests.fixtures.live import grant_admin_roles
 from tests.fixtures.stack import RedisServer
 from tests.gateway.harness import RecordingUpstream, serve
 from tests.gateway.login_stack import Browser, KeycloakClient, keycloak_client, login
@@ -81,7 +80,6 @@ def replicas(
             serve(RecordingUpstream().app()) as upstream,
             keycloak_client(keycloak_admin, urls) as client,
         ):
-            grant_admin_roles(keycloak_admin, client)
             shared = {
                 "MRO_GATEWAY_KEYCLOAK_URL": keycloak_url,
                 "MRO_GATEWAY_CLIENT_ID": client.client_id,

@@ -144,9 +144,22 @@ def keycloak_client(admin: KeycloakAdmin, base_urls: list[str]) -> Iterator[Keyc
     }
     internal_id = admin.create_client(payload)
     try:
-        yield KeycloakClient(client_id, secret, internal_id)
+        copy = KeycloakClient(client_id, secret, internal_id)
+        _grant_admin_roles(admin, copy)
+        yield copy
     finally:
         admin.delete_client(internal_id)
+
+
+def _grant_admin_roles(admin: KeycloakAdmin, client: KeycloakClient) -> None:
+    """Give the copy's service account the realm-management roles mro-gateway's has (user
+    administration, API-key owners' standing, admin events)."""
+    template = admin.get_client_service_account_user(admin.get_client_id(TEMPLATE_CLIENT))
+    copy = admin.get_client_service_account_user(client.uuid)
+    management = admin.get_client_id("realm-management")
+    roles = admin.get_client_roles_of_user(template["id"], management)
+    if roles:
+        admin.assign_client_role(copy["id"], management, roles)
 
 
 @dataclass
