@@ -41,3 +41,33 @@ if [[ ! -x .cache/bin/kustomize ]] || ! .cache/bin/kustomize version 2>/dev/null
     echo "bootstrap: no Go toolchain: tests/infra renders with kustomize or kubectl from PATH" >&2
   fi
 fi
+
+# Mailpit catches the dev stack's mail (SMTP 127.0.0.1:1025, inbox http://127.0.0.1:8025);
+# pinned, built from the Go module proxy once. Its web inbox is a JavaScript bundle that the
+# module does not carry: with npm, the module's own lockfile builds it, as Mailpit's release does;
+# without npm only the SMTP server and the HTTP API (/api/v1/...) work.
+MAILPIT_VERSION=v1.27.11
+MAILPIT_LDFLAGS="-X github.com/axllent/mailpit/config.Version=$MAILPIT_VERSION"
+if [[ ! -x .cache/bin/mailpit ]] \
+  || ! .cache/bin/mailpit version --no-release-check 2>/dev/null | grep -q " $MAILPIT_VERSION "; then
+  if command -v go >/dev/null 2>&1; then
+    echo "bootstrap: building mailpit $MAILPIT_VERSION from the Go module proxy"
+    mailpit_src=$(go mod download -json "github.com/axllent/mailpit@$MAILPIT_VERSION" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+    build=".cache/build/mailpit-$MAILPIT_VERSION"
+    out="$PWD/.cache/bin/mailpit"
+    rm -rf "$build" && mkdir -p .cache/build && cp -r "$mailpit_src" "$build" && chmod -R u+w "$build"
+    if command -v npm >/dev/null 2>&1 \
+      && (cd "$build" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+        && npm run --silent package) >/dev/null; then
+      (cd "$build" && go build -ldflags "$MAILPIT_LDFLAGS" -o "$out" .)
+    else
+      echo "bootstrap: mailpit's web inbox needs npm; building its SMTP server and API only" >&2
+      GOBIN="$PWD/.cache/bin" go install -ldflags "$MAILPIT_LDFLAGS" \
+        "github.com/axllent/mailpit@$MAILPIT_VERSION"
+    fi
+    rm -rf "$build"
+  else
+    echo "bootstrap: no Go toolchain: make dev runs without a mail catcher" >&2
+  fi
+fi

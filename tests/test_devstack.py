@@ -59,7 +59,8 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
     keycloak: Service, redis_url: str
 ) -> None:
     """`python -m devstack up` brings the gateway to ready, and SIGTERM leaves no process behind."""
-    ports = {name: free_port() for name in ("GATEWAY", "ORCHESTRATOR", "FAKE_AZURE")}
+    names = ("GATEWAY", "ORCHESTRATOR", "FAKE_AZURE", "MAILPIT", "MAILPIT_SMTP")
+    ports = {name: free_port() for name in names}
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "infra" / "local"),
@@ -96,6 +97,7 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
     text = output.decode(errors="replace")
     assert "dev users" in text, text[-2000:]
     assert "tech1" in text
+    assert f"mail      http://127.0.0.1:{ports['MAILPIT']}" in text, text[-2000:]
     assert process.returncode == 0, text[-2000:]
     assert not _alive(children), f"left behind: {_alive(children)}"
     for port in ports.values():

@@ -90,10 +90,15 @@ def test_env_example_secrets_are_marked_development_only(env_example: dict[str, 
     assert sorted(k for k, v in secrets.items() if "dev-only" not in v) == []
 
 
-def test_only_gateway_and_keycloak_publish_ports(compose: dict[str, Any]) -> None:
-    """Only the gateway and Keycloak are published; the orchestrator is reachable internally."""
+def test_only_gateway_keycloak_and_mail_publish_ports(compose: dict[str, Any]) -> None:
+    """Only the gateway, Keycloak and Mailpit's inbox are published; the orchestrator is not."""
     published = {name for name, svc in compose["services"].items() if svc.get("ports")}
-    assert published == {"gateway", "keycloak"}
+    assert published == {"gateway", "keycloak", "mailpit"}
+
+
+def test_keycloak_sends_mail_to_the_stacks_mailpit(env_example: dict[str, str]) -> None:
+    """.env.example points realm mro's SMTP at the Mailpit container's SMTP port."""
+    assert (env_example["MRO_KC_SMTP_HOST"], env_example["MRO_KC_SMTP_PORT"]) == ("mailpit", "1025")
 
 
 def test_start_order_waits_for_health(compose: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from devstack.keycloak import (
     load_dev_credentials,
     provision_dev_users,
 )
+from devstack.mailpit import ensure_mailpit
 from devstack.paths import ROOT, ensure_dirs
 from devstack.procs import Service, StackError
 from devstack.redis import ensure_redis
@@ -31,12 +32,15 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _banner(gateway: Service, keycloak: Service, credentials: dict[str, Any]) -> str:
+def _banner(
+    gateway: Service, keycloak: Service, credentials: dict[str, Any], mail: Service | None = None
+) -> str:
     lines = [
         "",
         "MRO Gateway is up (development defaults; dev-only credentials below).",
         f"  gateway   {gateway.url}   (try {gateway.url}/readyz)",
         f"  keycloak  {keycloak.url}   (realm mro: {keycloak.url}/realms/mro/account)",
+        *([f"  mail      {mail.url}   (every mail Keycloak sends)"] if mail else []),
         "",
         "  dev users (username / password / roles):",
     ]
@@ -72,6 +76,9 @@ def up() -> int:
         print("starting redis ...", flush=True)
         redis = ensure_redis(_port("MRO_REDIS_PORT", 6379))
         started.append(redis)
+        print("starting mailpit (Keycloak's mail) ...", flush=True)
+        mail = ensure_mailpit()
+        started.append(mail)
         print("starting keycloak (first run downloads it through Maven) ...", flush=True)
         keycloak = ensure_keycloak(_port("MRO_KEYCLOAK_PORT", 8080))
         started.append(keycloak)
@@ -93,7 +100,7 @@ def up() -> int:
             client_secret=gateway_client["client_secret"],
         )
         started.append(gateway)
-        print(_banner(gateway, keycloak, credentials), flush=True)
+        print(_banner(gateway, keycloak, credentials, mail), flush=True)
         while not stop.wait(1.0):
             for service in started:
                 if service.process is not None and service.process.poll() is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from devstack import mailpit
 from devstack.paths import CACHE, ROOT, VAR, ensure_dirs
 from devstack.procs import Service, StackError, free_port, http_ok, port_open, start, wait_until
 
@@ -39,9 +40,10 @@ CLIENT_SECRET_ENV = {
     GATEWAY_CLIENT_ID: "MRO_KC_GATEWAY_CLIENT_SECRET",
     PLANNING_SYNC_CLIENT_ID: "MRO_KC_PLANNING_SYNC_CLIENT_SECRET",
 }
+# Mail goes to the dev stack's Mailpit (its SMTP port: devstack.mailpit.smtp_port()); the tests
+# point the live realm at their own sink.
 SMTP_DEFAULTS = {
-    "MRO_KC_SMTP_HOST": "127.0.0.1",
-    "MRO_KC_SMTP_PORT": "2525",
+    "MRO_KC_SMTP_HOST": mailpit.HOST,
     "MRO_KC_SMTP_FROM": "identity@mro.test",
 }
 MIN_JAVA = 17
@@ -86,7 +88,7 @@ def keycloak_env(credentials: dict[str, Any] | None = None) -> dict[str, str]:
     env = {"KC_BOOTSTRAP_ADMIN_USERNAME": username, "KC_BOOTSTRAP_ADMIN_PASSWORD": password}
     for client_id, name in CLIENT_SECRET_ENV.items():
         env[name] = os.environ.get(name, client_secret(client_id, creds))
-    for name, default in SMTP_DEFAULTS.items():
+    for name, default in {**SMTP_DEFAULTS, "MRO_KC_SMTP_PORT": str(mailpit.smtp_port())}.items():
         env[name] = os.environ.get(name, default)
     return env
 
