@@ -7,9 +7,10 @@ flight: when the database is slower than the model the batches grow, not the wri
 (``StreamEnd``, or the model's error) is passed on only after the answer is stored for good:
 ``complete``, ``partial`` when cut after some text, ``failed`` when the model gave nothing.
 
-A stream whose row was taken over by a retry (its save or its final write finds another attempt
-owning the row) is *superseded*: it stops reading the model, stores nothing more, and ends with
-an ``AnswerSuperseded`` error instead of the text it could not save.
+A stream whose row is no longer its own to write is *withdrawn*: a retry took the row over
+(``AnswerSuperseded``) or the conversation was deleted with it (``ConversationDeleted``). It
+stops reading the model, stores nothing more, and ends with that error instead of the text it
+could not save.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 
 import anyio
 
-from orchestrator.errors import AnswerSuperseded, StorageUnavailable
+from orchestrator.errors import AnswerSuperseded, AnswerWithdrawn, StorageUnavailable
 from orchestrator.llm import LLMError, StreamDelta, StreamEnd, Usage
 from orchestrator.models import Message, MessageStatus
 from orchestrator.turns import Turn
@@ -43,8 +44,12 @@ class AnswerWriter(Protocol):
         ...
 
     async def store(self, content: str, status: MessageStatus, usage: Usage | None) -> Message:
-        """Store the final content, status and usage; raises AnswerSuperseded when the row is
+        """Store the final content, status and usage; raises AnswerWithdrawn when the row is
         no longer this writer's."""
+        ...
+
+    async def withdrawal(self) -> AnswerWithdrawn:
+        """Why the row is no longer this writer's (after save_progress answered False)."""
         ...
 
 
@@ -71,6 +76,7 @@ class AnswerStream:
         self._saved_parts = 0
         self._saving = True
         self.superseded = False
+        self.withdrawn: AnswerWithdrawn | None = None
         self._usage: Usage | None = None
         self._ended = False
         self._finished = False
@@ -96,9 +102,9 @@ class AnswerStream:
             raise
         self._held.append(first)
 
-    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError | AnswerSuperseded]:
+    async def events(self) -> AsyncIterator[StreamDelta | StreamEnd | LLMError | AnswerWithdrawn]:
         """Deltas, then the StreamEnd; an LLMError instead when the model fails midway, an
-        AnswerSuperseded when a retry took the row over.
+        AnswerWithdrawn when a retry took the row over or the conversation was deleted.
 
         Other errors of the model client are raised, after the answer is stored.
         """
@@ -113,7 +119,7 @@ class AnswerStream:
                 if self.superseded or not isinstance(last, StreamDelta):
                     await self.finish()
                 if self.superseded:
-                    yield _superseded()
+                    yield self.withdrawn or _superseded()
                     return
                 for item in batch:
                     if not isinstance(item, StreamDelta | StreamEnd | LLMError):
@@ -142,8 +148,8 @@ class AnswerStream:
                 status = MessageStatus.FAILED
             try:
                 self.stored = await self._writer.store(self.content, status, self._usage)
-            except AnswerSuperseded:
-                self._supersede()
+            except AnswerWithdrawn as exc:
+                self._supersede(exc)
 
     async def _read(self) -> None:
         """Move the model's events to the inbox, ending with a StreamEnd or the error raised."""
@@ -188,12 +194,23 @@ class AnswerStream:
             self._saving = False
         else:
             if not saved:
-                self._supersede()
+                self._supersede(await self._writer.withdrawal())
         self._saved_parts = count
 
-    def _supersede(self) -> None:
+    def _supersede(self, reason: AnswerWithdrawn) -> None:
         self.superseded = True
-        logger.warning("answer %s was taken over by a retry; this attempt stops", self.message_id)
+        self.withdrawn = reason
+        if isinstance(reason, AnswerSuperseded):
+            logger.warning(
+                "answer %s was taken over by a retry; this attempt stops", self.message_id
+            )
+        else:
+            logger.warning(
+                "answer %s stops (%s): %s; nothing more is stored",
+                self.message_id,
+                reason.code,
+                reason.detail,
+            )
 
     async def _stop_reader(self) -> None:
         reader = self._reader

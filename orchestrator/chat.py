@@ -28,7 +28,7 @@ from orchestrator.answer_stream import AnswerStream
 from orchestrator.classifier import NoAgentAvailable, choose_explicit, classify_request
 from orchestrator.completion import generate_chat_completion, stream_chat_completion
 from orchestrator.errors import (
-    AnswerSuperseded,
+    AnswerWithdrawn,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     NotFound,
@@ -68,7 +68,8 @@ class ChatService:
         """The whole answer, stored.
 
         Raises NotFound, PermissionDenied (agent not allowed, none available), the idempotency
-        errors, AnswerSuperseded when a retry took the answer over meanwhile, and the model's
+        errors, AnswerWithdrawn when a retry took the answer over meanwhile (AnswerSuperseded)
+        or the conversation was deleted (ConversationDeleted), and the model's
         LLMError after storing the question and a ``failed`` answer.
         """
         begun = await self._begin(principal, conversation_id, question)
@@ -258,10 +259,13 @@ class _AnswerRow:
             self._answer_id, attempt=self._attempt, content=content, status=status, usage=usage
         )
 
+    async def withdrawal(self) -> AnswerWithdrawn:
+        return await self._repository.withdrawal(self._answer_id)
+
     async def give_up(self) -> None:
         """Store the answer as ``failed`` (even when cancelled), unless a retry owns it now."""
         with anyio.CancelScope(shield=True):
             try:
                 await self.store("", MessageStatus.FAILED, None)
-            except AnswerSuperseded:
+            except AnswerWithdrawn:
                 return

@@ -7,8 +7,10 @@ Hierarchy::
     ├── PermissionDenied           403
     ├── NotFound                   404
     ├── Conflict                   409
-    │   ├── IdempotencyInProgress  409 (the first request with this key is still running)
-    │   └── AnswerSuperseded       409 (a retry took this answer over; sent as a stream's error)
+    │   └── IdempotencyInProgress  409 (the first request with this key is still running)
+    ├── AnswerWithdrawn            this request may no longer write its answer (a stream's error)
+    │   ├── AnswerSuperseded       409 (a retry of the same request took the answer over)
+    │   └── ConversationDeleted    410 (the conversation was deleted while it was answered)
     ├── InvalidRequest             422
     │   └── IdempotencyKeyReused   422 (same key, different request)
     ├── StorageUnavailable         503 (the database failed)
@@ -70,11 +72,27 @@ class IdempotencyInProgress(Conflict):
         self.retry_after = retry_after
 
 
-class AnswerSuperseded(Conflict):
+class AnswerWithdrawn(OrchestratorError):
+    """The answer's row is no longer this request's to write; it stops and stores nothing."""
+
+    status = 409
+    code = "answer_withdrawn"
+    title = "Answer withdrawn"
+
+
+class AnswerSuperseded(AnswerWithdrawn):
     """The answer's row was taken over by a retry: this request must not write it any more."""
 
     code = "answer_superseded"
     title = "Answer superseded"
+
+
+class ConversationDeleted(AnswerWithdrawn):
+    """The conversation (with the answer's row) was deleted while the answer was written."""
+
+    status = 410
+    code = "conversation_deleted"
+    title = "Conversation deleted"
 
 
 class InvalidRequest(OrchestratorError):

@@ -23,6 +23,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from orchestrator.errors import (
     AnswerSuperseded,
+    AnswerWithdrawn,
+    ConversationDeleted,
     IdempotencyInProgress,
     NotFound,
     StorageUnavailable,
@@ -221,8 +223,8 @@ class MessageRepository:
         """Change a stored message (route, finalise a streamed or retried answer).
 
         Arguments left None keep their stored value. With attempt, the write happens only while
-        that attempt still owns the row. Raises NotFound; AnswerSuperseded instead, when attempt
-        was given and the row is gone or another attempt owns it.
+        that attempt still owns the row. Raises NotFound; when attempt was given, AnswerSuperseded
+        if another attempt owns the row and ConversationDeleted if it is gone.
         """
         changes = {
             "content": content,
@@ -243,8 +245,18 @@ class MessageRepository:
         if message is not None:
             return message
         if attempt is not None:
-            raise AnswerSuperseded("This answer was taken over by a retry of the same request")
+            raise await self.withdrawal(message_id)
         raise NotFound("Message not found")
+
+    async def withdrawal(self, message_id: uuid.UUID) -> AnswerWithdrawn:
+        """Why an attempt may no longer write this answer: its row was deleted with the
+        conversation, or a retry owns it now (called after a conditional write changed nothing).
+        """
+        async with self._transaction() as session:
+            row = await session.get(Message, message_id)
+        if row is None:
+            return ConversationDeleted("The conversation was deleted while this answer was written")
+        return AnswerSuperseded("This answer was taken over by a retry of the same request")
 
     async def find_by_idempotency_key(self, owner_sub: str, key: str) -> Message | None:
         """The user message owner_sub sent with this Idempotency-Key, if any."""

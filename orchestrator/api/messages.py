@@ -20,7 +20,7 @@ from orchestrator.api.schemas import (
 )
 from orchestrator.api.sse import EventStreamResponse, encode_event, wants_event_stream
 from orchestrator.chat import AnswerStream, Exchange, Question
-from orchestrator.errors import AnswerSuperseded
+from orchestrator.errors import AnswerWithdrawn
 from orchestrator.identity import Principal
 from orchestrator.llm import LLMError, StreamDelta, StreamEnd, Usage
 from orchestrator.logs import current_request_id
@@ -131,8 +131,8 @@ async def _live(stream: AnswerStream) -> AsyncGenerator[bytes, None]:
             yield encode_event("error", _error_event(event, stream))
 
 
-def _error_event(error: LLMError | AnswerSuperseded, stream: AnswerStream) -> dict[str, Any]:
-    # A superseded stream stored none of its text: the row holds the retry's answer.
+def _error_event(error: LLMError | AnswerWithdrawn, stream: AnswerStream) -> dict[str, Any]:
+    # A withdrawn stream stored none of its text: the row holds the retry's answer, or is gone.
     return {
         "type": problem_type(error.code),
         "status": error.status,

@@ -11,7 +11,7 @@ from orchestrator.agents import AGENTS
 from orchestrator.answer_stream import AnswerStream
 from orchestrator.chat import ChatService, Exchange, Question
 from orchestrator.classifier import choose_explicit
-from orchestrator.errors import AnswerSuperseded, StorageUnavailable
+from orchestrator.errors import AnswerSuperseded, AnswerWithdrawn, StorageUnavailable
 from orchestrator.llm import LLMUnavailable, StreamDelta, StreamEnd, Usage
 from orchestrator.models import Conversation, Message, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
@@ -46,6 +46,9 @@ class Writer:
             raise AnswerSuperseded("taken over")
         self.stored.append((content, status, usage))
         return answer_row(status, content=content)
+
+    async def withdrawal(self) -> AnswerWithdrawn:
+        return AnswerSuperseded("taken over")
 
 
 def make_turn() -> Turn:

@@ -9,7 +9,12 @@ import uuid
 
 import pytest
 
-from orchestrator.errors import AnswerSuperseded, IdempotencyInProgress, NotFound
+from orchestrator.errors import (
+    AnswerSuperseded,
+    ConversationDeleted,
+    IdempotencyInProgress,
+    NotFound,
+)
 from orchestrator.llm import Usage
 from orchestrator.models import Conversation, MessageStatus, Role
 from orchestrator.repository import ConversationRepository
@@ -114,11 +119,12 @@ async def test_a_superseded_final_write_changes_nothing(
     assert (stored.content, stored.status, stored.attempt) == ("New answer.", "streaming", 2)
 
 
-async def test_a_conditional_write_of_a_deleted_answer_is_superseded(
+async def test_a_conditional_write_of_a_deleted_answer_says_the_conversation_was_deleted(
     repo: ConversationRepository, conversation: Conversation
 ) -> None:
-    """An attempt whose row is gone is told it no longer owns it; without attempt it is NotFound."""
-    with pytest.raises(AnswerSuperseded):
+    """An attempt whose row is gone learns its conversation was deleted (no retry is blamed);
+    without attempt it is NotFound."""
+    with pytest.raises(ConversationDeleted):
         await repo.update_message(uuid.uuid4(), attempt=1, content="x")
     with pytest.raises(NotFound):
         await repo.update_message(uuid.uuid4(), content="x")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from orchestrator.api import create_app
 from orchestrator.db import create_engine
@@ -327,3 +329,57 @@ async def test_a_stream_taken_over_by_a_retry_ends_with_an_error_event(
         assert "done" not in [event for event, _ in events]
         answer = (await stored(orchestrator, conversation_id))[-1]
         assert (answer.content, answer.status, answer.attempt) == ("", "streaming", 2)
+
+
+class DeletedMidStreamLLM(ScriptedLLM):
+    """A model whose conversation its owner deletes right after the first chunk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repository: ConversationRepository | None = None
+        self.conversation_id: uuid.UUID | None = None
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
+    ) -> AsyncIterator[StreamDelta | StreamEnd]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[StreamDelta | StreamEnd]:
+        assert self.repository is not None
+        assert self.conversation_id is not None
+        yield StreamDelta("Half ")
+        owner = (await self.repository.list_messages(self.conversation_id))[-1].owner_sub
+        assert await self.repository.delete_conversation(self.conversation_id, owner)
+        yield StreamDelta("an answer.")
+
+
+async def test_deleting_the_conversation_mid_stream_ends_with_conversation_deleted(
+    database_url: str, assertion_signer: AssertionSigner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream whose conversation is deleted ends with 410 conversation_deleted, no retry
+    blamed, no row left behind, and a log line saying so."""
+    llm = DeletedMidStreamLLM()
+    settings = settings_for_tests(database_url, None)
+    async with orchestrator_for(settings, assertion_signer, llm=llm) as orchestrator:
+        conversation_id = await orchestrator.conversation()
+        llm.repository = orchestrator.resources.repository
+        llm.conversation_id = uuid.UUID(conversation_id)
+        with caplog.at_level(logging.INFO, logger="orchestrator"):
+            events = parse_sse((await stream(orchestrator, conversation_id)).text)
+        name, error = events[-1]
+        assert (name, error["code"], error["status"], error["partial"]) == (
+            "error",
+            "conversation_deleted",
+            410,
+            False,
+        )
+        assert "retry" not in error["detail"]
+        assert "done" not in [event for event, _ in events]
+        assert await stored(orchestrator, conversation_id) == []
+        gone = await orchestrator.http.get(
+            f"/api/conversations/{conversation_id}", headers=orchestrator.as_user()
+        )
+        assert gone.status_code == 404
+        assert any(
+            "deleted" in r.getMessage() and "retry" not in r.getMessage() for r in caplog.records
+        ), [r.getMessage() for r in caplog.records]
