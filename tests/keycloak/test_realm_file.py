@@ -37,6 +37,7 @@ EXPECTED_REALM_SETTINGS: dict[str, Any] = {
     "eventsEnabled": True,
     "adminEventsEnabled": True,
     "adminEventsDetailsEnabled": True,
+    "loginTheme": "mro",
 }
 PASSWORD_POLICY_PARTS = ("length(12)", "notUsername", "notEmail", "passwordHistory(5)")
 MRO_ATTRIBUTES = ("employee_id", "licence_number", "base_station", "department")

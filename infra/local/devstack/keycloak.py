@@ -8,6 +8,7 @@ and the bootstrap admin come from ``keycloak/dev-users.json`` (development crede
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ PLANNING_SYNC_CLIENT_ID = "mro-planning-sync"
 CLI_CLIENT_ID = "mro-cli"
 REALM_FILE = ROOT / "keycloak" / "realm-export.json"
 DEV_USERS_FILE = ROOT / "keycloak" / "dev-users.json"
+THEMES_DIR = ROOT / "keycloak" / "themes"
 DATA_DIR = VAR / "keycloak-data"
 IMPORT_DIR = VAR / "keycloak-import"
 # Environment variables the realm file's ``${...}`` placeholders read at import.
@@ -223,6 +225,15 @@ def _stage_realm(home: Path) -> None:
     link.symlink_to(IMPORT_DIR, target_is_directory=True)
 
 
+def _link_themes(home: Path) -> None:
+    """Link the repo's themes (realm mro's login theme) into <home>/themes, where Keycloak looks."""
+    for theme in THEMES_DIR.iterdir():
+        link = home / "themes" / theme.name
+        if not link.is_symlink():
+            with contextlib.suppress(FileExistsError):  # another start linked it meanwhile
+                link.symlink_to(theme, target_is_directory=True)
+
+
 def _java_options(data: Path) -> str:
     """C1-only JIT: startup needs about half the CPU time, which matters on small machines."""
     options = [
@@ -261,6 +272,7 @@ def ensure_keycloak(
     java_home = find_java_home()
     data = _fresh_data_dir(port)
     _stage_realm(home)
+    _link_themes(home)
     env = {**keycloak_env(), "JAVA_HOME": str(java_home), "JAVA_OPTS_APPEND": _java_options(data)}
     argv = [
         str(home / "bin" / "kc.sh"),
