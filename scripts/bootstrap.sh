@@ -68,6 +68,6 @@ if [[ ! -x .cache/bin/mailpit ]] \
     fi
     rm -rf "$build"
   else
-    echo "bootstrap: no Go toolchain: make dev runs without a mail catcher" >&2
+    echo "bootstrap: no Go toolchain: make dev needs mailpit, built with Go 1.24.3 or newer" >&2
   fi
 fi
