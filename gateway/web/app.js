@@ -8,7 +8,13 @@ import { announce, clearBanner, problemBlock, showFlash, showProblem } from "./f
 const APP_NAME = "MRO Assistant";
 
 // What the navigation offers; the gateway enforces the same permissions on every request.
-const MANAGER_PERMISSIONS = ["conversations:read:all", "users:manage", "audit:read", "usage:read"];
+const MANAGER_PERMISSIONS = [
+  "conversations:read:all",
+  "users:manage",
+  "audit:read",
+  "usage:read",
+  "api-keys:manage",
+];
 
 const routes = [
   { path: /^\/$/, view: "conversationsView", module: "conversations" },
@@ -24,6 +30,7 @@ const routes = [
   { path: /^\/admin\/users$/, view: "usersView", module: "users", permission: "users:manage" },
   { path: /^\/admin\/audit$/, view: "auditView", module: "admin", permission: "audit:read" },
   { path: /^\/admin\/usage$/, view: "usageView", module: "admin", permission: "usage:read" },
+  { path: /^\/admin\/api-keys$/, view: "apiKeysView", module: "keys", permission: "api-keys:manage" },
 ];
 
 const modules = {
@@ -32,6 +39,7 @@ const modules = {
   users: () => import("./users.js"),
   profile: () => import("./profile.js"),
   admin: () => import("./admin.js"),
+  keys: () => import("./keys.js"),
 };
 
 const session = {
@@ -105,6 +113,7 @@ function renderChrome() {
   if (can("users:manage")) admin.push(navLink("#/admin/users", "Users"));
   if (can("audit:read")) admin.push(navLink("#/admin/audit", "Audit"));
   if (can("usage:read")) admin.push(navLink("#/admin/usage", "Usage"));
+  if (can("api-keys:manage")) admin.push(navLink("#/admin/api-keys", "API keys"));
   replace(
     nav,
     h("ul", { class: "nav-list" }, links.map((link) => h("li", {}, link))),
