@@ -10,6 +10,24 @@ import { PAGE_SIZE, pageOf, pager } from "./conversations.js";
 const ROLES = ["technician", "engineer", "manager", "admin"];
 const PRIVILEGED = new Set(["manager", "admin"]);
 const CREATABLE = ["technician", "engineer"];
+// Keycloak's composite roles: a role held through another cannot be removed on its own
+// (the gateway answers 409 role_inherited), so its chip says where it comes from instead.
+const INCLUDED_IN = { technician: ["engineer", "manager"], engineer: ["manager"] };
+const PENDING = { VERIFY_EMAIL: "Email not verified", UPDATE_PASSWORD: "No password set yet" };
+
+/** The role of user that brings role with it, or null when role is held on its own. */
+export function inheritedFrom(user, role) {
+  return (INCLUDED_IN[role] || []).find((holder) => user.roles.includes(holder)) || null;
+}
+
+/** What a person still has to do before they can work: unverified email, no password. */
+export function pendingSteps(user) {
+  const actions = new Set(user.required_actions || []);
+  const steps = [];
+  if (!user.email_verified || actions.has("VERIFY_EMAIL")) steps.push(PENDING.VERIFY_EMAIL);
+  if (actions.has("UPDATE_PASSWORD")) steps.push(PENDING.UPDATE_PASSWORD);
+  return steps;
+}
 
 /** First and last name, or the username. */
 export function personName(user) {
@@ -64,11 +82,18 @@ function createUserForm(ctx, onCreated) {
       const created = await request("POST", "/api/admin/users", { body });
       form.reset();
       clearInvalid(inputs);
-      showNotice(
-        created.invitation_sent === false
-          ? `Created ${created.username}. The invitation email could not be sent: resend it from Keycloak.`
-          : `Created ${created.username}; an invitation email is on its way.`,
-      );
+      if (created.invitation_sent === false) {
+        showProblem({
+          title: `Created ${created.username}, but the invitation email could not be sent`,
+          detail:
+            `${created.username} cannot sign in until they get it. Ask an administrator to send it ` +
+            "again from Keycloak's console (the person's page, Credentials, Credential reset with " +
+            "Verify Email and Update Password), or to check Keycloak's mail settings.",
+          code: "invitation_not_sent",
+        });
+      } else {
+        showNotice(`Created ${created.username}; an invitation email is on its way.`);
+      }
       await onCreated();
     } catch (error) {
       showProblem(error);
@@ -136,6 +161,26 @@ function licenceCell(user, name, locked, reload) {
   return h("td", {}, form);
 }
 
+function statusCell(user) {
+  const steps = pendingSteps(user);
+  return h(
+    "td",
+    {},
+    h("span", {
+      class: user.enabled ? "badge badge-ok" : "badge badge-error",
+      text: user.enabled ? "Enabled" : "Disabled",
+    }),
+    steps.length
+      ? h(
+          "div",
+          { class: "pending" },
+          h("span", { class: "badge badge-warn", text: "Invitation pending" }),
+          h("ul", { class: "pending-steps" }, steps.map((text) => h("li", { text }))),
+        )
+      : null,
+  );
+}
+
 function userRow(ctx, user, reload) {
   const privileged = ctx.can("users:manage:privileged");
   const self = ctx.session.user && ctx.session.user.sub === user.id;
@@ -157,12 +202,15 @@ function userRow(ctx, user, reload) {
   const roleChips = h(
     "ul",
     { class: "chips", "aria-label": `Roles of ${name}` },
-    user.roles.map((role) =>
-      h(
+    user.roles.map((role) => {
+      const holder = inheritedFrom(user, role);
+      const removable = !holder && !locked && (privileged || !PRIVILEGED.has(role));
+      return h(
         "li",
         { class: "chip" },
         h("span", { text: role }),
-        !locked && (privileged || !PRIVILEGED.has(role))
+        holder ? h("small", { class: "chip-note", text: `with ${holder}` }) : null,
+        removable
           ? h("button", {
               type: "button",
               class: "chip-remove",
@@ -180,8 +228,8 @@ function userRow(ctx, user, reload) {
               },
             })
           : null,
-      ),
-    ),
+      );
+    }),
   );
 
   const grantable = ROLES.filter(
@@ -261,14 +309,7 @@ function userRow(ctx, user, reload) {
     h("td", { class: "cell-email", text: user.email || "—" }),
     h("td", {}, roleChips, grant),
     licenceCell(user, name, locked, reload),
-    h(
-      "td",
-      {},
-      h("span", {
-        class: user.enabled ? "badge badge-ok" : "badge badge-error",
-        text: user.enabled ? "Enabled" : "Disabled",
-      }),
-    ),
+    statusCell(user),
     h("td", {}, actions),
   );
 }
