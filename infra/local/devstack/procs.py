@@ -13,11 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.paths import LOGS, ensure_dirs
+from devstack.paths import ensure_dirs, state_dir
 
 
 class StackError(RuntimeError):
     """A local service could not be started or did not become ready."""
+
+
+# Every process start() launched in this interpreter, so an interrupted start or restart
+# leaves nothing behind (stop_started).
+_launched: list[Service] = []
 
 
 @dataclass
@@ -88,9 +93,11 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Service:
-    """Start argv in its own process group, logging to var/log/<name>.log."""
+    """Start argv in its own process group, logging to <state>/log/<name>.log (var/log/)."""
     ensure_dirs()
-    log_path = LOGS / f"{name}.log"
+    log_dir = state_dir() / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, **(env or {})}
     log = log_path.open("ab")
     process = subprocess.Popen(  # noqa: S603 - argv is built by this package
@@ -103,7 +110,16 @@ def start(
         start_new_session=True,
     )
     log.close()
-    return Service(name=name, url=url, process=process, log_path=log_path, env=dict(env or {}))
+    service = Service(name=name, url=url, process=process, log_path=log_path, env=dict(env or {}))
+    _launched.append(service)
+    return service
+
+
+def stop_started() -> None:
+    """Stop every process start() launched that still runs, the last launched first."""
+    for service in reversed(_launched):
+        service.stop()
+    _launched.clear()
 
 
 def wait_until(
