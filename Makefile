@@ -4,12 +4,17 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)/infra/local
 UV := uv run --frozen
 
-.PHONY: bootstrap dev test lint check token
+.PHONY: bootstrap dev dev-reset test lint check token
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 dev: bootstrap
+	@$(UV) python -m devstack up
+
+# The dev stack from nothing: removes its Keycloak database, Redis file and service databases.
+dev-reset: bootstrap
+	@$(UV) python -m devstack reset
 	@$(UV) python -m devstack up
 
 test: bootstrap

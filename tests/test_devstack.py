@@ -56,7 +56,7 @@ def _alive(pids: set[int]) -> set[int]:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_stack_command_serves_readyz_and_stops_without_leftovers(
-    keycloak: Service, redis_url: str
+    keycloak: Service, redis_url: str, tmp_path: Path
 ) -> None:
     """`python -m devstack up` brings the gateway to ready, and SIGTERM leaves no process behind."""
     names = ("GATEWAY", "ORCHESTRATOR", "FAKE_AZURE", "MAILPIT", "MAILPIT_SMTP")
@@ -66,6 +66,7 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
         "PYTHONPATH": str(ROOT / "infra" / "local"),
         "MRO_KEYCLOAK_URL": keycloak.url,
         "MRO_REDIS_URL": redis_url,
+        "MRO_DEVSTACK_STATE": str(tmp_path / "state"),
         **{f"MRO_{name}_PORT": str(port) for name, port in ports.items()},
     }
     process = subprocess.Popen(

@@ -18,6 +18,7 @@ from gateway.settings import GatewaySettings
 from orchestrator.settings import OrchestratorSettings
 from tests.infra import kustomize
 from tests.infra.images import is_pinned
+from tests.infra.realm_placeholders import gateway_client, resolve
 from tests.infra.settings_fields import settings_from_env
 from tests.infra.workloads import containers, images
 
@@ -116,7 +117,8 @@ def test_gateway_client_redirects_to_the_gateway(
     """The imported realm's gateway client redirects and logs out at the gateway's public URL."""
     public_url = _plain(_env(rendered[name], "mro-gateway"))["MRO_GATEWAY_PUBLIC_URL"]
     realm = _one(rendered[name], "KeycloakRealmImport", "mro-realm")["spec"]["realm"]
-    (client,) = [c for c in realm["clients"] if c["clientId"] == "mro-gateway"]
+    # URL placeholders take their defaults (the operator fills only secret ones).
+    client = gateway_client(resolve(realm, {}))
     assert f"{public_url}/auth/callback" in client["redirectUris"]
     if name == "production":
         urls = [*client["redirectUris"], client["attributes"]["backchannel.logout.url"]]

@@ -13,6 +13,7 @@ import pytest
 from keycloak import KeycloakAdmin
 
 from devstack.keycloak import REALM_FILE, load_dev_credentials
+from tests.infra.realm_placeholders import resolve
 
 pytestmark = pytest.mark.keycloak
 
@@ -124,7 +125,9 @@ def test_gateway_client_settings(realm_file: dict[str, Any], keycloak_admin: Key
     """mro-gateway: confidential, code flow only, PKCE S256, exact URIs, back-channel logout."""
     client_uuid = keycloak_admin.get_client_id("mro-gateway")
     assert client_uuid is not None
-    for client in (_client(realm_file, "mro-gateway"), keycloak_admin.get_client(client_uuid)):
+    # The file's gateway URLs are placeholders; without the stack's values they take defaults.
+    in_file = _client(resolve(realm_file, {}), "mro-gateway")
+    for client in (in_file, keycloak_admin.get_client(client_uuid)):
         attributes = client["attributes"]
         assert client["publicClient"] is False
         assert client["standardFlowEnabled"] is True

@@ -1,14 +1,19 @@
 """Keycloak from Maven Central's Quarkus distribution, with realm ``mro`` imported from the repo.
 
 ``ensure_keycloak`` reuses ``MRO_KEYCLOAK_URL`` or a Keycloak already serving the realm on the
-port; otherwise it starts ``kc.sh start-dev`` on loopback with a fresh H2 database under
-``var/keycloak-data`` and ``keycloak/realm-export.json`` imported at startup. The client secrets
-and the bootstrap admin come from ``keycloak/dev-users.json`` (development credentials only).
+port; otherwise it starts ``kc.sh start-dev`` on loopback with ``keycloak/realm-export.json``
+imported at startup. Test servers get a fresh H2 database under ``var/keycloak-data/<port>``;
+the dev stack passes ``data_dir`` and keeps its database there across restarts: the realm is
+imported when absent, and again (into a new database) when the realm file or the gateway URL
+it was imported with changed. The client secrets and the bootstrap admin come from
+``keycloak/dev-users.json`` (development credentials only); the dev users are created with the
+fixed ids given there, so a new database gives them the same ids.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -37,6 +42,12 @@ DEV_USERS_FILE = ROOT / "keycloak" / "dev-users.json"
 THEMES_DIR = ROOT / "keycloak" / "themes"
 DATA_DIR = VAR / "keycloak-data"
 IMPORT_DIR = VAR / "keycloak-import"
+# The gateway the realm's client URLs point at: the realm file reads ${MRO_KC_GATEWAY_URL}
+# (browsers' redirects), ${MRO_KC_GATEWAY_ALIAS_URL} (the same gateway as localhost) and
+# ${MRO_KC_GATEWAY_INTERNAL_URL} (Keycloak's back-channel logout calls).
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000"
+# Written next to a kept database: what realm file and gateway URL it was imported from.
+REALM_STAMP = "realm-import.sha256"
 # Environment variables the realm file's ``${...}`` placeholders read at import.
 CLIENT_SECRET_ENV = {
     GATEWAY_CLIENT_ID: "MRO_KC_GATEWAY_CLIENT_SECRET",
@@ -83,11 +94,14 @@ def admin_login(credentials: dict[str, Any] | None = None) -> tuple[str, str]:
     )
 
 
-def keycloak_env(credentials: dict[str, Any] | None = None) -> dict[str, str]:
-    """Environment for kc.sh: bootstrap admin, client secrets and SMTP placeholders."""
+def keycloak_env(
+    credentials: dict[str, Any] | None = None, gateway_url: str | None = None
+) -> dict[str, str]:
+    """Environment for kc.sh: bootstrap admin, client secrets, gateway URL, SMTP placeholders."""
     creds = credentials if credentials is not None else load_dev_credentials()
     username, password = admin_login(creds)
     env = {"KC_BOOTSTRAP_ADMIN_USERNAME": username, "KC_BOOTSTRAP_ADMIN_PASSWORD": password}
+    env |= gateway_url_env(gateway_url or DEFAULT_GATEWAY_URL)
     for client_id, name in CLIENT_SECRET_ENV.items():
         env[name] = os.environ.get(name, client_secret(client_id, creds))
     for name, default in {**SMTP_DEFAULTS, "MRO_KC_SMTP_PORT": str(mailpit.smtp_port())}.items():
@@ -205,6 +219,48 @@ def _fresh_data_dir(port: int) -> Path:
     return data
 
 
+def gateway_url_env(gateway_url: str) -> dict[str, str]:
+    """The realm's gateway placeholders for a gateway on loopback at gateway_url."""
+    url = gateway_url.rstrip("/")
+    alias = url.replace("//127.0.0.1:", "//localhost:", 1)
+    if alias == url:
+        alias = url.replace("//localhost:", "//127.0.0.1:", 1)
+    return {
+        "MRO_KC_GATEWAY_URL": url,
+        "MRO_KC_GATEWAY_ALIAS_URL": alias,
+        "MRO_KC_GATEWAY_INTERNAL_URL": url,
+    }
+
+
+def realm_stamp(gateway_url: str) -> str:
+    """The digest of what an import reads: the realm file and the gateway URL it fills in."""
+    digest = hashlib.sha256(REALM_FILE.read_bytes())
+    digest.update(gateway_url.rstrip("/").encode())
+    return digest.hexdigest()
+
+
+def _kept_data_dir(data: Path, stamp: str) -> Path:
+    """data as it is when it holds the realm imported from stamp; else emptied for an import.
+
+    Says so when a database imported from an older realm file is replaced.
+    """
+    stamp_file = data / REALM_STAMP
+    if stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+        return data
+    if any(data.rglob("*.mv.db")):
+        print(
+            "keycloak/realm-export.json (or the gateway URL) changed since realm mro was "
+            "imported: importing it again into a new Keycloak database. Reset: users who "
+            "registered themselves, Keycloak sessions (everyone signs in again), changes made "
+            "in the admin console. Kept: the dev users and their ids, conversations, API keys "
+            "and everything else the gateway and orchestrator store.",
+            flush=True,
+        )
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    return data
+
+
 def _stage_realm(home: Path) -> None:
     """Copy the realm file into var/ and point <home>/data/import (read by --import-realm) there.
 
@@ -246,12 +302,18 @@ def _java_options(data: Path) -> str:
 
 
 def ensure_keycloak(
-    port: int = 8080, management_port: int | None = None, host: str = "127.0.0.1"
+    port: int = 8080,
+    management_port: int | None = None,
+    host: str = "127.0.0.1",
+    *,
+    data_dir: Path | None = None,
+    gateway_url: str | None = None,
 ) -> Service:
     """Reuse MRO_KEYCLOAK_URL or a Keycloak serving realm mro on port, else start one there.
 
     A server on the port that answers HTTP but not yet the realm (another stack starting it)
-    is waited for and reused.
+    is waited for and reused. Without data_dir the database is new; with it, it is kept there
+    (see the module's docstring). gateway_url fills the realm's gateway client URLs.
 
     Raises StackError when the port is taken by something else, no JDK 17+ is found, the
     distribution cannot be fetched, or Keycloak does not serve the realm within two minutes.
@@ -270,10 +332,16 @@ def ensure_keycloak(
         management_port = free_port(host)
     home = distribution()
     java_home = find_java_home()
-    data = _fresh_data_dir(port)
+    gateway_url = (gateway_url or DEFAULT_GATEWAY_URL).rstrip("/")
+    stamp = realm_stamp(gateway_url)
+    data = _fresh_data_dir(port) if data_dir is None else _kept_data_dir(data_dir, stamp)
     _stage_realm(home)
     _link_themes(home)
-    env = {**keycloak_env(), "JAVA_HOME": str(java_home), "JAVA_OPTS_APPEND": _java_options(data)}
+    env = {
+        **keycloak_env(gateway_url=gateway_url),
+        "JAVA_HOME": str(java_home),
+        "JAVA_OPTS_APPEND": _java_options(data),
+    }
     argv = [
         str(home / "bin" / "kc.sh"),
         "start-dev",
@@ -289,6 +357,7 @@ def ensure_keycloak(
     ]
     service = start("keycloak", argv, url=url, env=env, cwd=home)
     wait_until(service, lambda: serves_realm(url), timeout=READY_TIMEOUT, interval=0.5)
+    (data / REALM_STAMP).write_text(stamp + "\n")
     return service
 
 
@@ -310,7 +379,8 @@ def admin_token(client: httpx.Client, base_url: str) -> str:
 
 
 def _user_representation(user: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """A dev user as Keycloak imports it: its fixed id (when given), exactly its roles."""
+    rep: dict[str, Any] = {
         "username": user["username"],
         "email": user.get("email"),
         "emailVerified": True,
@@ -319,43 +389,36 @@ def _user_representation(user: dict[str, Any]) -> dict[str, Any]:
         "enabled": True,
         "attributes": {k: [v] for k, v in user.get("attributes", {}).items()},
         "credentials": [{"type": "password", "value": user["password"], "temporary": False}],
+        "realmRoles": list(user["roles"]),
     }
+    if "id" in user:
+        rep["id"] = user["id"]
+    return rep
 
 
 def provision_dev_users(base_url: str) -> list[str]:
-    """Create the dev users of dev-users.json with exactly their roles; skip existing ones.
+    """Create the dev users of dev-users.json with their ids and exactly their roles; skip
+    existing ones (same username).
 
-    Returns the usernames created. Raises StackError when the admin API refuses a step.
+    One partial import: unlike a plain create it keeps the given ids, so a new database gives
+    the dev users the ids their conversations are stored under, and it adds no default roles.
+    Returns the usernames created. Raises StackError when the admin API refuses.
     """
     base_url = base_url.rstrip("/")
+    users = [_user_representation(user) for user in load_dev_credentials()["users"]]
     try:
         with httpx.Client(timeout=30.0) as client:
             client.headers["Authorization"] = f"Bearer {admin_token(client, base_url)}"
-            return [
-                user["username"]
-                for user in load_dev_credentials()["users"]
-                if _provision(client, f"{base_url}/admin/realms/{REALM}", user)
-            ]
+            resp = client.post(
+                f"{base_url}/admin/realms/{REALM}/partialImport",
+                json={"ifResourceExists": "SKIP", "users": users},
+            )
     except httpx.HTTPError as exc:
         raise StackError(f"Keycloak admin API failed: {exc}") from exc
-
-
-def _provision(client: httpx.Client, admin: str, user: dict[str, Any]) -> bool:
-    """Create one dev user with exactly its roles; False when it exists already."""
-    name = user["username"]
-    found = client.get(f"{admin}/users", params={"username": name, "exact": "true"})
-    if found.status_code == 200 and found.json():
-        return False
-    resp = client.post(f"{admin}/users", json=_user_representation(user))
-    if resp.status_code != 201:
-        raise StackError(f"creating {name} failed: {resp.status_code} {resp.text}")
-    mappings = f"{admin}/users/{resp.headers['Location'].rsplit('/', 1)[-1]}/role-mappings/realm"
-    wanted = [client.get(f"{admin}/roles/{role}").json() for role in user["roles"]]
-    default = client.get(f"{admin}/roles/default-roles-{REALM}").json()
-    for step in (
-        client.post(mappings, json=wanted),
-        client.request("DELETE", mappings, json=[default]),
-    ):
-        if step.status_code != 204:
-            raise StackError(f"roles of {name}: {step.status_code} {step.text}")
-    return True
+    if resp.status_code != 200:
+        raise StackError(f"importing the dev users failed: {resp.status_code} {resp.text}")
+    return [
+        str(result["resourceName"])
+        for result in resp.json().get("results", [])
+        if result.get("action") == "ADDED"
+    ]
