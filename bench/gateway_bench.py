@@ -367,7 +367,7 @@ def main() -> None:
             backends.oidc_base,
             backends.key,
         )
-        packaged = ROOT / "gateway" / "policy.toml"
+        packaged = ROOT / "gateway" / "policy" / "policy.toml"
         write_policy(packaged, GW / "policy.toml", 0)
         write_policy(packaged, GW / "policy-big.toml", args.extra_routes)
         env = backends.gateway_env("gw", GW / "policy.toml")

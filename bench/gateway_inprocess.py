@@ -151,7 +151,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = {}
     with ExitStack() as stack:
         backends = start_backends(stack, "oidc-inproc", "0")
-        write_policy(ROOT / "gateway" / "policy.toml", GW / "policy-inproc.toml", 0)
+        write_policy(ROOT / "gateway" / "policy" / "policy.toml", GW / "policy-inproc.toml", 0)
         env = backends.gateway_env("inproc", GW / "policy-inproc.toml")
         Path(env["MRO_GATEWAY_DATABASE_URL"].split("///", 1)[1]).unlink(missing_ok=True)
         api_key = seed_api_keys(env["MRO_GATEWAY_DATABASE_URL"], PEPPER, 1)

@@ -22,10 +22,10 @@ import redis
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from gateway import api_keys_store as store
-from gateway.api_keys import Peppers, generate_key
+from gateway.auth import api_key_store as store
+from gateway.auth.api_keys import Peppers, generate_key
+from gateway.auth.standing import Standing, stored_standing
 from gateway.db import create_engine, create_schema, session_factory
-from gateway.standing import Standing, stored_standing
 
 REALM = "mro"
 AUDIENCE = "mro-gateway"

@@ -26,55 +26,54 @@ from sqlalchemy import text
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import (
-    health,
-    problems,
-    routes_admin,
-    routes_admin_users,
-    routes_api_keys,
-    routes_auth,
-    routes_me,
-    routes_usage,
-    routes_web,
-    routes_wellknown,
-)
-from gateway.admin_events import AdminEventFollower
-from gateway.api_keys import ApiKeyAuthenticator
-from gateway.assertion import AssertionSigner
-from gateway.audit import AuditEvent, AuditSink, QueuedAuditWriter
-from gateway.audit_spool import AuditSpool
-from gateway.audit_store import SqlAuditStore
-from gateway.authn import AuthenticationChain, InvalidCredentialGuard
-from gateway.authz import Authorizer
-from gateway.browser_auth import BrowserAuth
-from gateway.budget_store import RedisBudgetStore
-from gateway.budgets import BudgetConfig
-from gateway.client_ip import TrustedProxies
-from gateway.cors import CorsPolicy
-from gateway.csrf import CsrfGuard
+from gateway import problems
+from gateway.app_state import Services
+from gateway.audit.events import AuditEvent, AuditSink, QueuedAuditWriter
+from gateway.audit.spool import AuditSpool
+from gateway.audit.store import SqlAuditStore
+from gateway.auth.api_keys import ApiKeyAuthenticator
+from gateway.auth.bearer import BearerAuthenticator
+from gateway.auth.chain import AuthenticationChain, InvalidCredentialGuard
+from gateway.auth.jwks import JWKSCache
+from gateway.auth.revocation import RevocationStore
+from gateway.auth.standing import OwnerStandings
+from gateway.browser.csrf import CsrfGuard
+from gateway.browser.login import BrowserAuth
+from gateway.browser.sessions import SessionSettings
+from gateway.budgets.config import BudgetConfig
+from gateway.budgets.meter import UsageMeter
+from gateway.budgets.store import RedisBudgetStore
+from gateway.budgets.usage_store import UsageRecorder, UsageStore
 from gateway.db import create_engine, create_schema, session_factory
-from gateway.header_limits import HeaderLimits
-from gateway.http_client import AiohttpUpstreamClient, Timeouts, UpstreamClient
+from gateway.edge.client_address import TrustedProxies
+from gateway.edge.cors import CorsPolicy
+from gateway.edge.header_limits import HeaderLimits
+from gateway.edge.security_headers import SecurityHeaders
 from gateway.identity import Authenticator
-from gateway.jwks import JWKSCache
-from gateway.keycloak_admin import KeycloakAdminClient
+from gateway.idp.admin_client import KeycloakAdminClient
+from gateway.idp.admin_events import AdminEventFollower
+from gateway.idp.revoker import Revoker
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, PipelineParts
-from gateway.policy import Policy
-from gateway.proxy import Proxy
-from gateway.ratelimit import ExceededLog, Limiter, RateLimitRules, namespace
-from gateway.ratelimit_fallback import FailoverLimiter, LimitsLimiter
-from gateway.ratelimit_redis import STRATEGY, RedisWindowLimiter
-from gateway.revocation import RevocationStore
-from gateway.revoker import Revoker
-from gateway.security_headers import SecurityHeaders
-from gateway.services import Services
-from gateway.sessions import SessionSettings
+from gateway.policy.authorizer import Authorizer
+from gateway.policy.policy_file import Policy
+from gateway.proxy.assertion import AssertionSigner
+from gateway.proxy.forward import Proxy
+from gateway.proxy.upstream import AiohttpUpstreamClient, Timeouts, UpstreamClient
+from gateway.ratelimit.fallback import FailoverLimiter, LimitsLimiter
+from gateway.ratelimit.redis_window import STRATEGY, RedisWindowLimiter
+from gateway.ratelimit.rules import ExceededLog, Limiter, RateLimitRules, namespace
+from gateway.routes import api_keys as api_key_routes
+from gateway.routes import audit as audit_routes
+from gateway.routes import auth as auth_routes
+from gateway.routes import health as health_routes
+from gateway.routes import logout as logout_routes
+from gateway.routes import me as me_routes
+from gateway.routes import usage as usage_routes
+from gateway.routes import users as user_routes
+from gateway.routes import web as web_routes
+from gateway.routes import well_known as well_known_routes
 from gateway.settings import Environment, GatewaySettings
-from gateway.standing import OwnerStandings
-from gateway.tokens import BearerAuthenticator
-from gateway.usage_meter import UsageMeter
-from gateway.usage_store import UsageRecorder, UsageStore
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -334,16 +333,17 @@ def create_app(
     app.state.keycloak_admin = keycloak_admin
     app.state.usage_store, app.state.usage_recorder = usage_store, usage_recorder
     problems.install(app)
-    app.include_router(health.router)
-    app.include_router(routes_wellknown.router)
-    app.include_router(routes_auth.create_router(browser))
-    app.include_router(routes_admin.router)
-    app.include_router(routes_me.create_router())
-    app.include_router(routes_admin_users.create_router())
-    app.include_router(routes_usage.create_router(clock))
-    app.include_router(routes_web.create_router(form_action_origins=[settings.keycloak_url]))
+    app.include_router(health_routes.router)
+    app.include_router(well_known_routes.router)
+    app.include_router(auth_routes.create_router(browser))
+    app.include_router(logout_routes.create_router(browser))
+    app.include_router(audit_routes.router)
+    app.include_router(me_routes.create_router())
+    app.include_router(user_routes.create_router())
+    app.include_router(usage_routes.create_router(clock))
+    app.include_router(web_routes.create_router(form_action_origins=[settings.keycloak_url]))
     app.include_router(
-        routes_api_keys.create_router(
+        api_key_routes.create_router(
             clock=clock, on_key_changed=api_keys.invalidate if api_keys else None
         )
     )

@@ -35,7 +35,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def create_schema(engine: AsyncEngine) -> None:
     """Create the gateway's tables if they do not exist (models register on SQLModel.metadata)."""
     # Imported for their side effect of registering tables.
-    from gateway import api_keys_store, audit_store, usage_store  # noqa: F401
+    from gateway.audit import store as audit_store  # noqa: F401
+    from gateway.auth import api_key_store  # noqa: F401
+    from gateway.budgets import usage_store  # noqa: F401
 
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)

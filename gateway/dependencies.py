@@ -12,17 +12,17 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.audit import AuditSink
-from gateway.audit_store import SqlAuditStore
-from gateway.context import current_context
+from gateway.app_state import Services
+from gateway.audit.events import AuditSink
+from gateway.audit.store import SqlAuditStore
+from gateway.edge.request_context import current_context
 from gateway.errors import AuthenticationError, DependencyUnavailable
-from gateway.http_client import UpstreamClient
 from gateway.identity import Identity
+from gateway.idp.revoker import Revoker
 from gateway.metrics import Metrics
-from gateway.policy import Policy
+from gateway.policy.policy_file import Policy
 from gateway.problems import CREDENTIALS_MISSING
-from gateway.revoker import Revoker
-from gateway.services import Services
+from gateway.proxy.upstream import UpstreamClient
 from gateway.settings import GatewaySettings
 
 __all__ = [

@@ -9,7 +9,7 @@ For every HTTP request, in this order:
 4. authorise: 403 without the rule's permission;
 5. rate limit per identity (or per client IP on public routes): 429;
 6. proxy it to the orchestrator (LLM routes under the caller's token budgets, 429 when spent:
-   ``gateway.usage_meter``), or hand it to the gateway's own FastAPI routes.
+   ``gateway.budgets.meter``), or hand it to the gateway's own FastAPI routes.
 
 Every answer, including errors (RFC 9457 problem+json from ``gateway.problems``), carries the
 request id, the security fields, the CORS fields for allowed origins and the RateLimit fields.
@@ -24,25 +24,25 @@ from dataclasses import dataclass, field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.audit import AuditEvent, AuditSink
-from gateway.authn import AuthenticationChain
-from gateway.authz import Authorizer
-from gateway.body_limit import limit_body
-from gateway.client_ip import TrustedProxies
-from gateway.context import RequestContext
-from gateway.cors import CorsPolicy
-from gateway.csrf import CsrfGuard
+from gateway.audit.events import AuditEvent, AuditSink
+from gateway.auth.chain import AuthenticationChain
+from gateway.browser.csrf import CsrfGuard
+from gateway.budgets.meter import UsageMeter
+from gateway.edge.ambiguous_paths import check_path
+from gateway.edge.body_limit import limit_body
+from gateway.edge.client_address import TrustedProxies
+from gateway.edge.cors import CorsPolicy
+from gateway.edge.header_limits import HeaderLimits
+from gateway.edge.request_context import RequestContext
+from gateway.edge.request_id import assign_request_id
+from gateway.edge.security_headers import SecurityHeaders
 from gateway.errors import GatewayError, NotFound, RateLimited
-from gateway.header_limits import HeaderLimits
 from gateway.metrics import Metrics
-from gateway.paths import check_path
-from gateway.policy import Policy, RouteRule, Upstream
+from gateway.policy.authorizer import Authorizer
+from gateway.policy.policy_file import Policy, RouteRule, Upstream
 from gateway.problems import MethodNotAllowed, send_problem
-from gateway.proxy import ClientDisconnected, Proxy
-from gateway.ratelimit import Decision, ExceededLog, Limiter, RateLimitRules, state_header
-from gateway.request_id import assign_request_id
-from gateway.security_headers import SecurityHeaders
-from gateway.usage_meter import UsageMeter
+from gateway.proxy.forward import ClientDisconnected, Proxy
+from gateway.ratelimit.rules import Decision, ExceededLog, Limiter, RateLimitRules, state_header
 
 __all__ = ["Pipeline", "PipelineParts"]
 

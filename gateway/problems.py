@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Send
 
-from gateway.context import current_context
+from gateway.edge.request_context import current_context
 from gateway.errors import (
     AuthenticationError,
     GatewayError,

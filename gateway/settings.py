@@ -69,7 +69,7 @@ class GatewaySettings(BaseSettings):
     admin_events_poll_seconds: float = Field(default=1.0, ge=0)
 
     # Policy and limits
-    policy_file: str | None = None  # default: the packaged gateway/policy.toml
+    policy_file: str | None = None  # default: the packaged gateway/policy/policy.toml
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
     max_header_bytes: int = Field(default=16_384, gt=0)  # names and values of all fields

@@ -28,8 +28,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-from gateway.cli import app as admin_app
-from gateway.sessions import SessionSettings
+from gateway.browser.sessions import SessionSettings
+from gateway.cli.commands import app as admin_app
 from gateway.settings import GatewaySettings
 from orchestrator.fake_azure.settings import FakeAzureSettings
 from orchestrator.settings import OrchestratorSettings
@@ -92,7 +92,7 @@ DESCRIPTIONS: dict[str, str] = {
     "MRO_GATEWAY_ADMIN_EVENTS_POLL_SECONDS": "How often one replica reads the realm's admin "
     "events, so that changes made in Keycloak's console revoke people's credentials (`0`: never).",
     "MRO_GATEWAY_POLICY_FILE": "Roles, permissions, routes, rate limits and budgets; unset: the "
-    "packaged `gateway/policy.toml`.",
+    "packaged `gateway/policy/policy.toml`.",
     "MRO_GATEWAY_TRUSTED_PROXIES": "CIDRs of proxies whose `X-Forwarded-For` and `X-Request-ID` "
     "are believed.",
     "MRO_GATEWAY_MAX_BODY_BYTES": "Largest request body (413 beyond).",
@@ -104,7 +104,7 @@ DESCRIPTIONS: dict[str, str] = {
     "MRO_GATEWAY_AUDIT_SPOOL_DIR": "Folder of the audit journal (each event is written there "
     "before its answer goes out) and of the spool where events wait while the database is down; "
     "keep it on a volume that outlives the process.",
-    # gateway/sessions.py
+    # gateway/browser/sessions.py
     "MRO_GATEWAY_SESSION_COOKIE_SECURE": "`false` only for plain http on loopback in "
     "development (drops `Secure` and the `__Host-` prefix); refused in production.",
     "MRO_GATEWAY_SESSION_IDLE_SECONDS": "A browser session ends after this long without a request.",
@@ -211,7 +211,7 @@ SECTIONS = (
     ),
     Section(
         "Gateway: browser sessions",
-        "gateway/sessions.py",
+        "gateway/browser/sessions.py",
         (SessionSettings,),
         "Read by the same gateway process, with the same prefix (`ENVIRONMENT` is the one above). "
         "Keys in Redis and the login flow are described in [sessions.md](sessions.md).",
@@ -354,8 +354,8 @@ def render() -> str:
         "",
         "## mro-admin",
         "",
-        "`gateway/cli.py`, `gateway/cli_admin.py`. Each variable is also a command-line option "
-        "(`mro-admin users --help`); pass secrets through the environment.",
+        "`gateway/cli/commands.py`, `gateway/cli/client.py`. Each variable is also a command-line "
+        "option (`mro-admin users --help`); pass secrets through the environment.",
         "",
         row("variable", "type", "default", "what it does"),
         row(*["---"] * 4),

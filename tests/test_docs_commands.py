@@ -25,7 +25,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from devstack.paths import ROOT
-from gateway.cli import app as admin_app
+from gateway.cli.commands import app as admin_app
 from scripts.gen_config_docs import documented_variables
 from tests.docs_shell import (
     ASSIGNMENT,

@@ -26,8 +26,8 @@ class ConversationCreate(_Body):
 class MessageCreate(_Body):
     content: str = Field(min_length=1, max_length=MAX_CONTENT_CHARS)
     agent: str | None = Field(default=None, min_length=1, max_length=64)
-    # Strict: the gateway reserves token budgets for exactly this rule (gateway.llm_question), so
-    # "16384", 16384.0 or true must not be coerced into a number it did not reserve for.
+    # Strict: the gateway reserves token budgets for exactly this rule (gateway.budgets.question),
+    # so "16384", 16384.0 or true must not be coerced into a number it did not reserve for.
     max_tokens: int | None = Field(default=None, strict=True, ge=1, le=MAX_TOKENS_LIMIT)
 
     @field_validator("content")

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, Page
 
 from gateway import problems
-from gateway.routes_web import create_router
+from gateway.routes.web import create_router
 from tests.gateway.harness import serve
 
 pytestmark = pytest.mark.browser

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from keycloak import KeycloakAdmin
 
-from gateway.policy import Policy
+from gateway.policy.policy_file import Policy
 from tests.fixtures.live import LiveStack
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis, pytest.mark.slow]
@@ -258,7 +258,7 @@ def _requests(code: str) -> Iterator[tuple[str, str]]:
 
 
 def test_every_route_of_the_policy_has_an_example(page_blocks: list[Block]) -> None:
-    """Each method of each route in gateway/policy.toml is called somewhere on the page."""
+    """Each method of each route in gateway/policy/policy.toml is called somewhere on the page."""
     policy = Policy.load(environment="development")
     covered: set[tuple[str, str]] = set()
     for block in page_blocks:

@@ -26,14 +26,14 @@ import redis
 from devstack.keycloak import GATEWAY_CLIENT_ID, client_secret
 from devstack.procs import Service, free_port
 from devstack.services import start_fake_azure, start_gateway, start_orchestrator
-from gateway.assertion import generate_signing_key_pem
+from gateway.proxy.assertion import generate_signing_key_pem
 from tests.fixtures.azure import FakeAzure
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis, pytest.mark.slow]
 
 TokenSource = Callable[[str], dict[str, Any]]
 
-PACKAGED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "policy.toml"
+PACKAGED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "policy" / "policy.toml"
 QUESTION = "Where is the AMM task for the hydraulic accumulator precharge check?"
 MAX_TOKENS = 50
 # prompt_overhead_tokens = 0 below, so this is exactly what each question reserves.

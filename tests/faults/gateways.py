@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.app import create_app
-from gateway.http_client import HttpxUpstreamClient, Timeouts
+from gateway.proxy.upstream import HttpxUpstreamClient, Timeouts
 from gateway.settings import GatewaySettings
 from tests.gateway.harness import RecordingUpstream
 

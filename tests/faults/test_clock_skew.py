@@ -16,7 +16,7 @@ import pytest
 from joserfc.jwk import ECKey
 
 from gateway.app import create_app
-from gateway.assertion import AssertionSigner, generate_signing_key_pem
+from gateway.proxy.assertion import AssertionSigner, generate_signing_key_pem
 from orchestrator.api import create_app as create_orchestrator
 from orchestrator.settings import OrchestratorSettings
 from tests.faults.evidence import assert_problem, bearer

@@ -29,7 +29,7 @@ from devstack.keycloak import REALM, admin_token, client_secret
 from tests.faults.evidence import bearer
 from tests.faults.gateways import in_process_gateway
 from tests.gateway.harness import RecordingUpstream, running, settings_for
-from tests.gateway.test_keycloak_admin import People, Person, person_tokens
+from tests.gateway.idp.test_admin_client import People, Person, person_tokens
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis, pytest.mark.slow]
 

@@ -30,7 +30,7 @@ import pytest
 
 from devstack.procs import free_port
 from gateway.app import create_app
-from gateway.assertion import generate_signing_key_pem
+from gateway.proxy.assertion import generate_signing_key_pem
 from orchestrator.fake_azure import FakeAzureSettings
 from orchestrator.fake_azure import create_app as fake_azure_app
 from tests.faults.evidence import assert_problem, bearer

@@ -26,7 +26,7 @@ from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
 
 from devstack.procs import free_port
-from gateway.assertion import generate_signing_key_pem
+from gateway.proxy.assertion import generate_signing_key_pem
 from tests.faults.evidence import assert_problem, bearer
 from tests.faults.processes import ForkServer, HttpProcess, gateway_process
 from tests.faults.test_two_replicas import start_together

@@ -24,7 +24,7 @@ import pytest
 from keycloak import KeycloakAdmin
 
 from devstack.procs import free_port
-from gateway.assertion import generate_signing_key_pem
+from gateway.proxy.assertion import generate_signing_key_pem
 from tests.faults.evidence import assert_problem, bearer
 from tests.faults.gateways import TokenMinter
 from tests.faults.processes import ForkServer, HttpProcess, gateway_process
@@ -45,7 +45,9 @@ AGENTS = "/api/agents"
 
 def policy_with_service_limit(folder: Path, limit: str) -> Path:
     """The packaged policy with the ``service`` tier limited to limit."""
-    packaged = importlib.resources.files("gateway").joinpath("policy.toml").read_text("utf-8")
+    packaged = (
+        importlib.resources.files("gateway.policy").joinpath("policy.toml").read_text("utf-8")
+    )
     head, marker, tiers = packaged.partition("[rate_limits.tiers]")
     assert marker, "the packaged policy has no tiers table"
     lines = [

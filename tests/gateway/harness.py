@@ -31,10 +31,10 @@ from starlette.types import ASGIApp
 
 from devstack.procs import free_port
 from gateway.app import create_app
-from gateway.audit import AuditEvent
+from gateway.audit.events import AuditEvent
 from gateway.errors import AuthenticationError
-from gateway.http_client import HttpxUpstreamClient, Timeouts
 from gateway.identity import AuthMethod, Identity
+from gateway.proxy.upstream import HttpxUpstreamClient, Timeouts
 from gateway.settings import GatewaySettings
 
 UPSTREAM_SERVER = "orchestrator-internal/9.9"

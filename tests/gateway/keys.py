@@ -33,13 +33,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.procs import free_port
 from gateway import dependencies, problems
-from gateway.audit import AuditSink
-from gateway.context import RequestContext
+from gateway.audit.events import AuditSink
+from gateway.browser.id_tokens import BACKCHANNEL_LOGOUT_EVENT
+from gateway.edge.request_context import RequestContext
 from gateway.errors import AuthenticationError
 from gateway.identity import Authenticator
-from gateway.oidc_tokens import BACKCHANNEL_LOGOUT_EVENT
-from gateway.policy import Policy
-from gateway.routes_api_keys import create_router
+from gateway.policy.policy_file import Policy
+from gateway.routes.api_keys import create_router
 from gateway.settings import GatewaySettings
 from tests.gateway.harness import serve as serve_app
 

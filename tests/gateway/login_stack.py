@@ -31,22 +31,23 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import problems
-from gateway.audit import AuditEvent
-from gateway.browser_auth import BrowserAuth
-from gateway.context import RequestContext, current_context
-from gateway.csrf import CsrfGuard
+from gateway.audit.events import AuditEvent
+from gateway.auth.bearer import BearerAuthenticator
+from gateway.auth.jwks import JWKSCache
+from gateway.auth.revocation import RevocationStore
+from gateway.auth.standing import OwnerStandings
+from gateway.browser.csrf import CsrfGuard
+from gateway.browser.login import BrowserAuth
+from gateway.browser.sessions import SessionSettings
 from gateway.dependencies import get_revoker
+from gateway.edge.request_context import RequestContext, current_context
 from gateway.errors import AuthenticationError, GatewayError
 from gateway.identity import Authenticator
-from gateway.jwks import JWKSCache
-from gateway.keycloak_admin import KeycloakAdminClient
-from gateway.revocation import RevocationStore
-from gateway.revoker import Revoker
-from gateway.routes_auth import create_router
-from gateway.sessions import SessionSettings
+from gateway.idp.admin_client import KeycloakAdminClient
+from gateway.idp.revoker import Revoker
+from gateway.routes import auth as auth_routes
+from gateway.routes import logout as logout_routes
 from gateway.settings import GatewaySettings
-from gateway.standing import OwnerStandings
-from gateway.tokens import BearerAuthenticator
 from tests.gateway.harness import serve as serve_app
 from tests.keycloak_flows import REALM, LoopbackCookies, form_action
 
@@ -297,7 +298,8 @@ class GatewayUnderTest:
 
         app = FastAPI(lifespan=lifespan)
         problems.install(app)
-        app.include_router(create_router(auth))
+        app.include_router(auth_routes.create_router(auth))
+        app.include_router(logout_routes.create_router(auth))
         app.dependency_overrides[get_revoker] = lambda: revoker
 
         @app.get("/api/whoami")

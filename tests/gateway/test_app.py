@@ -15,11 +15,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.procs import free_port
 from gateway.app import create_app
-from gateway.assertion import generate_signing_key_pem
-from gateway.audit import QueuedAuditWriter
+from gateway.audit.events import QueuedAuditWriter
 from gateway.dependencies import get_services
-from gateway.http_client import HttpxUpstreamClient, Timeouts
 from gateway.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
+from gateway.proxy.assertion import generate_signing_key_pem
+from gateway.proxy.upstream import HttpxUpstreamClient, Timeouts
 from tests.gateway.harness import RecordingUpstream, running, settings_for
 from tests.gateway.keys import FakeClock, LocalIdP, rsa_key, running_idp
 

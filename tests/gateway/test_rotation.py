@@ -21,18 +21,18 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from devstack.procs import free_port
-from gateway.api_keys import ApiKeyAuthenticator, Peppers
 from gateway.app import create_app
-from gateway.assertion import generate_signing_key_pem
-from gateway.cli import app as admin_cli
+from gateway.auth.api_keys import ApiKeyAuthenticator, Peppers
+from gateway.cli.commands import app as admin_cli
 from gateway.errors import AuthenticationError
 from gateway.identity import AuthMethod, Identity
+from gateway.proxy.assertion import generate_signing_key_pem
 from gateway.settings import GatewaySettings
 from orchestrator.api.app import create_app as create_orchestrator
 from orchestrator.jwks import RemoteKeySource
 from orchestrator.settings import OrchestratorSettings
+from tests.gateway.auth.test_api_keys import Db, db, issue, settings  # noqa: F401 (fixture)
 from tests.gateway.keys import FakeClock, serve
-from tests.gateway.test_api_keys import Db, db, issue, settings  # noqa: F401 (fixture)
 
 CACHE_SECONDS = 600.0
 COOLDOWN_SECONDS = 30.0
@@ -116,7 +116,9 @@ def assert_refused(response: httpx.Response, caplog: pytest.LogCaptureFixture, c
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "upstream_rejected_identity"
     logged = [
-        getattr(r, "upstream_code", None) for r in caplog.records if r.name == "gateway.proxy"
+        getattr(r, "upstream_code", None)
+        for r in caplog.records
+        if r.name == "gateway.proxy.forward"
     ]
     assert code in logged, logged
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import pytest
 from pydantic_settings import BaseSettings
 
-from gateway.sessions import SessionSettings
+from gateway.browser.sessions import SessionSettings
 from gateway.settings import GatewaySettings
 from orchestrator.fake_azure.settings import FakeAzureSettings
 from orchestrator.settings import OrchestratorSettings

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from keycloak import KeycloakAdmin
 
-from tests.gateway.test_keycloak_admin import People, Person, person_tokens
+from tests.gateway.idp.test_admin_client import People, Person, person_tokens
 from tests.keycloak_flows import browser_client, open_login, realm_url
 
 pytestmark = pytest.mark.keycloak

@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from devstack.procs import free_port
 from gateway.app import create_app
-from gateway.policy import Policy
+from gateway.policy.policy_file import Policy
 from gateway.settings import GatewaySettings
 from tests.gateway.harness import RecordingUpstream, serve
 from tests.gateway.login_stack import CountingTransport, RecordingAudit
@@ -132,7 +132,9 @@ def policy_with_limits(folder: Path, **limits: Any) -> Policy:
 
 def policy_file_with_limits(folder: Path, **limits: Any) -> Path:
     """A file of the packaged policy with its rate limits replaced by limits."""
-    packaged = importlib.resources.files("gateway").joinpath("policy.toml").read_text("utf-8")
+    packaged = (
+        importlib.resources.files("gateway.policy").joinpath("policy.toml").read_text("utf-8")
+    )
     merged = {**tomllib.loads(packaged)["rate_limits"], **limits}
     path = folder / f"policy-{uuid.uuid4().hex[:8]}.toml"
     path.write_text(_without_rate_limits(packaged) + _limits_toml(merged), "utf-8")

@@ -4,7 +4,7 @@ Attack: register (or be created) with a username such as ``service-account-plann
 treated by the gateway as a machine client: a service cannot be disabled by managers and has no
 profile to audit. The realm refuses the name; and the gateway would not believe it anyway, since
 it recognises a service only by the client id the client-credentials grant adds, no session and
-the ``service`` role (``tests/gateway/test_tokens.py`` forges every other combination).
+the ``service`` role (``tests/gateway/auth/test_bearer.py`` forges every other combination).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from tests.security.lab import LabFactory
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis]
 
 FAILURES = "mro_gateway_auth_failures_total"
-PACKAGED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "policy.toml"
+PACKAGED_POLICY = Path(__file__).resolve().parents[2] / "gateway" / "policy" / "policy.toml"
 
 
 def _invalid_credentials_allowed() -> int:

@@ -1,0 +1,1 @@
+"""Security audit: events, the queued writer, its journal and spool, the SQL store."""

@@ -1,0 +1,1 @@
+"""Authentication: the credential chain, bearer JWTs, API keys, owners' standing, revocation."""

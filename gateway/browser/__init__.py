@@ -1,0 +1,1 @@
+"""The browser login (BFF): OIDC client, ID tokens, sessions, login state, CSRF."""

@@ -1,0 +1,1 @@
+"""``mro-admin``: the operators' command line and its HTTP client."""

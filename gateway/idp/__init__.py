@@ -1,0 +1,1 @@
+"""Keycloak as identity provider: admin client, users, admin events, the credential revoker."""

@@ -1,0 +1,1 @@
+"""People as the gateway administers them: profile fields, user administration bodies and rules."""

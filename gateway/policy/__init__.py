@@ -1,0 +1,1 @@
+"""Authorisation: the policy file (``policy.toml`` beside it), its schema, route trie and check."""

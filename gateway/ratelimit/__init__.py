@@ -1,0 +1,1 @@
+"""Rate limits: the rules, the Redis window limiter and the in-process fallback."""
