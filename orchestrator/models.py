@@ -81,12 +81,6 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
 
 
-class ClassificationMethod(StrEnum):
-    MODEL = "model"
-    KEYWORDS = "keywords"
-    EXPLICIT = "explicit"
-
-
 class Conversation(OrchestratorTable, table=True):
     __tablename__ = "conversations"
     __table_args__ = (Index("ix_conversations_owner_updated", "owner_sub", "updated_at"),)

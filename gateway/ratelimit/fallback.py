@@ -100,11 +100,6 @@ class FailoverLimiter:
         self._retry_at = 0.0
         self._probing = False
 
-    @property
-    def degraded(self) -> bool:
-        """True while checks go to the fallback."""
-        return self._down_since is not None
-
     async def hit(self, key: str, limits: Sequence[Limit]) -> Decision:
         """Check with the primary, or with the fallback during an outage; never raises
         LimiterUnavailable."""
