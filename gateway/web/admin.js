@@ -4,7 +4,7 @@
 
 import { button, field, h, pageHeading, replace, routeHref, time } from "./dom.js";
 import { ApiError, get } from "./api.js";
-import { problemBlock } from "./feedback.js";
+import { problemBlock, showProblem } from "./feedback.js";
 import { PAGE_SIZE, conversationList, pageOf, pager } from "./conversations.js";
 import { personName } from "./users.js";
 
@@ -80,10 +80,76 @@ function localFromIso(value) {
   return shifted.toISOString().slice(0, 16);
 }
 
+// The audit log stores subjects (Keycloak ids, "apikey:<id>"); names come from the users and
+// keys APIs, when the reader may use them, and the id stays on hover.
+const MAX_LOOKUPS = 25;
+
+/** id -> "Name (username)" for people and 'API key "name"' for keys, as far as ctx may see. */
+async function nameBook(ctx, ids) {
+  const names = new Map();
+  const wanted = new Set(ids.filter(Boolean));
+  const lookups = [];
+  if (ctx.can("users:manage")) {
+    lookups.push(
+      get("/api/admin/users", { limit: 100 }, { signal: ctx.signal }).then((result) => {
+        for (const person of result.items || []) names.set(person.id, personLabel(person));
+      }),
+    );
+  }
+  if (ctx.can("api-keys:manage") && [...wanted].some((id) => id.startsWith("apikey:"))) {
+    lookups.push(
+      get("/api/admin/api-keys", undefined, { signal: ctx.signal }).then((result) => {
+        for (const key of result.items || []) names.set(`apikey:${key.id}`, `API key “${key.name}”`);
+      }),
+    );
+  }
+  await Promise.allSettled(lookups);
+  if (ctx.can("users:manage")) {
+    const missing = [...wanted].filter((id) => UUID.test(id) && !names.has(id)).slice(0, MAX_LOOKUPS);
+    await Promise.allSettled(
+      missing.map((id) =>
+        get(`/api/admin/users/${encodeURIComponent(id)}`, undefined, { signal: ctx.signal }).then((person) =>
+          names.set(id, personLabel(person)),
+        ),
+      ),
+    );
+  }
+  return names;
+}
+
+function personLabel(person) {
+  const name = personName(person);
+  return name === person.username ? name : `${name} (${person.username})`;
+}
+
+/** The actor id for what was typed: an id as it is, else the one person whose name matches. */
+async function actorFor(ctx, typed, names) {
+  if (!typed || UUID.test(typed) || typed.includes(":")) return typed;
+  const lower = typed.toLowerCase();
+  for (const [id, label] of names) if (label.toLowerCase() === lower) return id;
+  if (!ctx.can("users:manage")) return typed;
+  const result = await get("/api/admin/users", { q: typed, limit: 6 }, { signal: ctx.signal });
+  const people = result.items || [];
+  if (people.length === 1) return people[0].id;
+  throw new ApiError({
+    status: 400,
+    title: people.length ? "More than one person matches" : "Nobody matches",
+    detail: people.length
+      ? `Be more specific: ${people.slice(0, 5).map(personLabel).join(", ")}${people.length > 5 ? ", …" : ""}.`
+      : `No person's name, username or email contains “${typed}”.`,
+  });
+}
+
 export async function auditView(ctx) {
   pageHeading(ctx, "Audit log");
   const q = Object.fromEntries(["actor", "action", "since", "until", "limit"].map((k) => [k, ctx.query.get(k) || ""]));
-  const actor = field("audit-actor", "Actor", { value: q.actor, hint: "User id or API key subject" });
+  const actor = field("audit-actor", "Person", {
+    value: q.actor,
+    hint: "Name, username, email or id",
+    list: "audit-people",
+    autocomplete: "off",
+  });
+  const people = h("datalist", { id: "audit-people" });
   const action = field("audit-action", "Action", { value: q.action, hint: "For example auth.login or users.*" });
   const since = field("audit-since", "From", { kind: "datetime-local", value: localFromIso(q.since) });
   const until = field("audit-until", "Until", { kind: "datetime-local", value: localFromIso(q.until) });
@@ -96,17 +162,27 @@ export async function auditView(ctx) {
     "form",
     { class: "filters", role: "search", "aria-label": "Filter the audit log" },
     actor.field,
+    people,
     action.field,
     since.field,
     until.field,
     limit.field,
     h("div", { class: "actions" }, button("Filter", { kind: "primary", type: "submit" })),
   );
-  filters.addEventListener("submit", (event) => {
+  let names = new Map();
+  filters.addEventListener("submit", async (event) => {
     event.preventDefault();
+    let who;
+    try {
+      who = await actorFor(ctx, actor.input.value.trim(), names);
+    } catch (error) {
+      showProblem(error);
+      actor.input.focus();
+      return;
+    }
     ctx.navigate(
       routeHref("/admin/audit", {
-        actor: actor.input.value.trim(),
+        actor: who,
         action: action.input.value.trim(),
         since: isoFromLocal(since.input.value),
         until: isoFromLocal(until.input.value),
@@ -122,6 +198,10 @@ export async function auditView(ctx) {
     { actor: q.actor, action: q.action, since: q.since, until: q.until, limit: q.limit || 100 },
     { signal: ctx.signal },
   );
+  names = await nameBook(ctx, [q.actor, ...result.items.flatMap((event) => [event.actor, event.target])]);
+  replace(people, [...names.values()].filter((label) => !label.startsWith("API key")).map((label) => h("option", { value: label })));
+  if (q.actor && names.has(q.actor)) actor.input.value = names.get(q.actor);
+  const nameOf = (id) => names.get(id) || shortId(id);
   body.removeAttribute("aria-busy");
   if (!result.items.length) {
     replace(body, h("p", { class: "empty card", text: "No events match." }));
@@ -136,16 +216,21 @@ export async function auditView(ctx) {
       h("td", {}, h("span", { class: `badge badge-${outcomeClass(event.outcome)}`, text: event.outcome })),
       h(
         "td",
-        { class: "mono" },
+        {},
         event.actor
           ? h("a", {
               href: routeHref("/admin/audit", { ...q, actor: event.actor }),
-              title: `Only events by ${event.actor}`,
-              text: shortId(event.actor),
+              title: `${event.actor}: only events by ${nameOf(event.actor)}`,
+              class: names.has(event.actor) ? "" : "mono",
+              text: nameOf(event.actor),
             })
           : "—",
       ),
-      h("td", { class: "mono", title: event.target || undefined, text: shortId(event.target) }),
+      h("td", {
+        class: names.has(event.target) ? "" : "mono",
+        title: event.target || undefined,
+        text: event.target ? nameOf(event.target) : "—",
+      }),
       h("td", { text: event.reason || "—" }),
       h("td", { class: "mono", text: event.client_ip || "—" }),
       h(
@@ -165,7 +250,10 @@ export async function auditView(ctx) {
   );
   replace(
     body,
-    h("p", { class: "muted small", text: `${result.items.length} events, newest first.` }),
+    h("p", {
+      class: "muted small",
+      text: `${result.items.length} ${result.items.length === 1 ? "event" : "events"}, newest first.`,
+    }),
     h(
       "div",
       { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Audit events" },
