@@ -293,33 +293,85 @@ function outcomeClass(outcome) {
 
 // --- usage -----------------------------------------------------------------------------------
 
+const GROUPINGS = [
+  { value: "subject,agent", label: "Person and agent" },
+  { value: "subject", label: "Person" },
+  { value: "agent", label: "Agent" },
+  { value: "day", label: "Day" },
+  { value: "kind", label: "Kind of caller" },
+];
+const KINDS = { user: "Person", service: "Service client", api_key: "API key" };
+const number = new Intl.NumberFormat(undefined);
+
 function cell(value) {
   if (value === null || value === undefined) return "—";
-  if (typeof value === "number") return value.toLocaleString();
+  if (typeof value === "number") return number.format(value);
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
 }
 
-/** A table of rows (objects); columns are the union of their keys, in order of appearance. */
-export function objectTable(rows, label) {
+function capitalised(text) {
+  return text ? `${text.charAt(0).toUpperCase()}${text.slice(1)}` : "";
+}
+
+/** Who a usage row is about, in words: a person's name, a service client, an API key. */
+function callerName(item, names) {
+  if (!item.subject) return "—";
+  if (names.has(item.subject)) return names.get(item.subject);
+  if (item.kind === "service") return `Service client ${item.label || item.subject}`;
+  if (item.kind === "api_key") return `API key ${item.label || item.subject}`;
+  return item.label || shortId(item.subject);
+}
+
+/** The columns a report has, with their words; numbers are right-aligned. */
+function usageColumns(groups, names) {
   const columns = [];
-  for (const row of rows) for (const key of Object.keys(row)) if (!columns.includes(key)) columns.push(key);
+  if (groups.includes("subject")) {
+    columns.push({ label: "Who", value: (item) => callerName(item, names), title: (item) => item.subject });
+  }
+  if (groups.includes("kind") || groups.includes("subject")) {
+    columns.push({ label: "Kind", value: (item) => KINDS[item.kind] || item.kind || "—" });
+  }
+  if (groups.includes("agent")) {
+    columns.push({ label: "Agent", value: (item) => (item.agent ? `${capitalised(item.agent)} agent` : "—") });
+  }
+  if (groups.includes("day")) columns.push({ label: "Day", value: (item) => item.day || "—" });
+  if (groups.includes("tier")) columns.push({ label: "Tier", value: (item) => item.tier || "—" });
+  const numeric = [
+    ["Answers", "requests"],
+    ["Question tokens", "prompt_tokens"],
+    ["Answer tokens", "completion_tokens"],
+    ["Total tokens", "total_tokens"],
+    ["Charged to budgets", "charged_tokens"],
+  ];
+  for (const [label, key] of numeric) columns.push({ label, value: (item) => cell(item[key]), num: true });
+  return columns;
+}
+
+/** A table that becomes one card per row on a phone (each cell names its column). */
+function usageTable(items, columns) {
   return h(
     "div",
-    { class: "table-wrap", tabindex: "0", role: "region", "aria-label": label },
+    { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Usage" },
     h(
       "table",
-      { class: "table" },
-      h("thead", {}, h("tr", {}, columns.map((key) => h("th", { scope: "col", text: key.replaceAll("_", " ") })))),
+      { class: "table usage-table" },
+      h("thead", {}, h("tr", {}, columns.map((column) => h("th", { scope: "col", class: column.num ? "num" : "", text: column.label })))),
       h(
         "tbody",
         {},
-        rows.map((row) =>
+        items.map((item) =>
           h(
             "tr",
             {},
-            columns.map((key) =>
-              h("td", { class: typeof row[key] === "number" ? "num" : "", text: cell(row[key]) }),
+            columns.map((column, index) =>
+              h(index === 0 ? "th" : "td", {
+                scope: index === 0 ? "row" : undefined,
+                class: column.num ? "num" : "",
+                "data-label": column.label,
+                title: column.title ? column.title(item) || undefined : undefined,
+                text: column.value(item),
+              }),
             ),
           ),
         ),
@@ -328,13 +380,42 @@ export function objectTable(rows, label) {
   );
 }
 
+const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
+
+function dayText(value) {
+  const date = new Date(`${value}T00:00:00Z`);
+  return Number.isNaN(date.getTime()) ? value : dayFormat.format(date);
+}
+
 export async function usageView(ctx) {
   pageHeading(ctx, "Usage");
+  const q = Object.fromEntries(["from", "to", "group_by"].map((k) => [k, ctx.query.get(k) || ""]));
+  const groupBy = GROUPINGS.some((g) => g.value === q.group_by) ? q.group_by : "subject,agent";
+  const first = field("usage-from", "From", { kind: "date", value: q.from, hint: "Default: the 1st of this month" });
+  const last = field("usage-to", "To", { kind: "date", value: q.to, hint: "Default: today (UTC days)" });
+  const grouping = field("usage-group", "Totals per", { kind: "select", value: groupBy, options: GROUPINGS });
+  const filters = h(
+    "form",
+    { class: "filters", role: "search", "aria-label": "Choose the usage report" },
+    first.field,
+    last.field,
+    grouping.field,
+    h("div", { class: "actions" }, button("Show", { kind: "primary", type: "submit" })),
+  );
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const params = {
+      from: first.input.value,
+      to: last.input.value,
+      group_by: grouping.input.value === "subject,agent" ? "" : grouping.input.value,
+    };
+    ctx.navigate(routeHref("/admin/usage", params).slice(1));
+  });
   const body = h("div", { class: "list-region", "aria-busy": "true" }, h("p", { text: "Loading…" }));
-  ctx.main.append(body);
+  ctx.main.append(filters, body);
   let result;
   try {
-    result = await get("/api/admin/usage", undefined, { signal: ctx.signal });
+    result = await get("/api/admin/usage", { from: q.from, to: q.to, group_by: groupBy }, { signal: ctx.signal });
   } catch (error) {
     body.removeAttribute("aria-busy");
     if (error instanceof ApiError && (error.status === 404 || error.status === 501)) {
@@ -352,18 +433,29 @@ export async function usageView(ctx) {
     replace(body, problemBlock(error));
     return;
   }
+  const items = (result && Array.isArray(result.items) && result.items) || [];
+  const groups = (result.group_by || groupBy).split(",");
+  const names = groups.includes("subject")
+    ? await nameBook(ctx, items.filter((item) => item.kind === "user").map((item) => item.subject))
+    : new Map();
   body.removeAttribute("aria-busy");
-  const rows = Array.isArray(result) ? result : result && Array.isArray(result.items) ? result.items : null;
-  const extra = result && !Array.isArray(result)
-    ? Object.entries(result).filter(([key, value]) => key !== "items" && (typeof value !== "object" || value === null))
-    : [];
+  const facts = [
+    ["Period", result.from && result.to ? `${dayText(result.from)} – ${dayText(result.to)}` : "This month"],
+    ["Answers", cell(result.requests)],
+    ["Total tokens", cell(result.total_tokens)],
+    ["Charged to budgets", cell(result.charged_tokens)],
+  ];
   replace(
     body,
-    extra.length
-      ? h("dl", { class: "facts" }, extra.map(([key, value]) => [h("dt", { text: key.replaceAll("_", " ") }), h("dd", { text: cell(value) })]))
-      : null,
-    rows && rows.length
-      ? objectTable(rows, "Usage")
-      : h("p", { class: "empty card", text: "No usage recorded yet." }),
+    h("dl", { class: "facts" }, facts.map(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })])),
+    items.length
+      ? usageTable(items, usageColumns(groups, names))
+      : h("p", { class: "empty card", text: "No usage recorded in this period." }),
+    h(
+      "p",
+      { class: "muted small" },
+      "Charged tokens are what counts against token budgets: each agent's tokens weighted by its cost. " +
+        "An answer without reported usage is charged what was reserved for it.",
+    ),
   );
 }

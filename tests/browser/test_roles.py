@@ -159,9 +159,10 @@ def test_manager_sees_this_months_tokens_per_person_and_agent(
     page.get_by_role("link", name="Usage", exact=True).click()
     ui.heading("Usage")
     table = page.get_by_role("region", name="Usage")
-    expect(table.get_by_role("columnheader", name="total tokens")).to_be_visible()
-    row = table.get_by_role("row").filter(has_text="tech1").filter(has_text=agent)
+    expect(table.get_by_role("columnheader", name="Total tokens")).to_be_visible()
+    row = table.get_by_role("row").filter(has_text="Tara Technician (tech1)")
+    row = row.filter(has_text=f"{agent.capitalize()} agent")
     expect(row).to_have_count(1)
     columns = table.locator("thead th").all_inner_texts()
-    total = row.locator("td").nth(columns.index("total tokens")).inner_text()
+    total = row.locator("th, td").nth(columns.index("Total tokens")).inner_text()
     assert int(total.replace(",", "").replace("\u202f", "")) > 0
