@@ -11,7 +11,7 @@ import { personName } from "./users.js";
 // --- everyone's conversations ----------------------------------------------------------------
 
 export async function allConversationsView(ctx) {
-  pageHeading(ctx, "All conversations");
+  pageHeading(ctx, "Everyone's conversations");
   const user = ctx.query.get("user") || "";
   const page = pageOf(ctx.query);
   const select = field("filter-user", "Person", {

@@ -101,6 +101,7 @@ function renderChrome() {
   const nav = document.getElementById("nav");
   const account = document.getElementById("account");
   if (!session.authenticated) {
+    menuToggle(false);
     nav.hidden = true;
     account.hidden = true;
     replace(nav);
@@ -109,7 +110,7 @@ function renderChrome() {
   }
   const links = [navLink("#/", "Conversations"), navLink("#/new", "New conversation", "plus")];
   const admin = [];
-  if (can("conversations:read:all")) admin.push(navLink("#/admin/conversations", "All conversations"));
+  if (can("conversations:read:all")) admin.push(navLink("#/admin/conversations", "Everyone's conversations"));
   if (can("users:manage")) admin.push(navLink("#/admin/users", "Users"));
   if (can("audit:read")) admin.push(navLink("#/admin/audit", "Audit"));
   if (can("usage:read")) admin.push(navLink("#/admin/usage", "Usage"));
@@ -126,6 +127,7 @@ function renderChrome() {
       : null,
   );
   nav.hidden = false;
+  menuToggle(true);
   const logout = h(
     "form",
     { method: "post", action: "/auth/logout", class: "logout-form" },
@@ -138,6 +140,48 @@ function renderChrome() {
     logout,
   );
   account.hidden = false;
+}
+
+// On a phone the navigation and the account fold behind one "Menu" button (CSS shows the button
+// only there); any navigation folds them again.
+function menuToggle(show) {
+  const inner = document.querySelector(".topbar-inner");
+  let toggle = document.getElementById("menu-toggle");
+  if (!show) {
+    if (toggle) toggle.remove();
+    inner.classList.remove("has-menu", "menu-open");
+    return;
+  }
+  if (!toggle) {
+    toggle = h(
+      "button",
+      {
+        type: "button",
+        id: "menu-toggle",
+        class: "btn btn-quiet menu-toggle",
+        "aria-expanded": "false",
+        "aria-controls": "nav account",
+        on: {
+          click: () => {
+            const open = !inner.classList.contains("menu-open");
+            inner.classList.toggle("menu-open", open);
+            toggle.setAttribute("aria-expanded", String(open));
+          },
+        },
+      },
+      icon("menu"),
+      h("span", { text: "Menu" }),
+    );
+    inner.querySelector(".brand").after(toggle);
+  }
+  inner.classList.add("has-menu");
+  foldMenu();
+}
+
+function foldMenu() {
+  const inner = document.querySelector(".topbar-inner");
+  inner.classList.remove("menu-open");
+  document.getElementById("menu-toggle")?.setAttribute("aria-expanded", "false");
 }
 
 function markCurrent(path) {
@@ -233,6 +277,7 @@ async function render(reason) {
   firstRender = false;
   clearBanner();
   showFlash();
+  foldMenu();
   if (!session.authenticated) {
     renderChrome();
     signInView(main, reason);

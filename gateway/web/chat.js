@@ -64,10 +64,17 @@ export function titleFrom(question) {
   return `${(space > TITLE_CHARS / 2 ? cut.slice(0, space) : cut).replace(/[\s,;:.-]+$/, "")}…`;
 }
 
+/** Bring the latest answer's start into view (on a phone the question box covers the bottom). */
+function showLatest(log) {
+  const last = log.lastElementChild;
+  if (last) last.scrollIntoView({ block: "start" });
+}
+
 export async function chatView(ctx) {
   const id = ctx.params[0] || null;
   const title = pageHeading(ctx, id ? "Conversation" : "New conversation");
-  const back = h("a", { href: "#/", class: "back-link" }, icon("back"), "All conversations");
+  // Back to the list this conversation belongs to: one's own, or everyone's for a manager.
+  const back = h("a", { href: "#/", class: "back-link" }, icon("back"), "Your conversations");
   ctx.main.prepend(back);
   const info = h("p", { class: "muted small conversation-info" });
   const actions = h("div", { class: "toolbar" });
@@ -127,9 +134,12 @@ export async function chatView(ctx) {
     log.append(messageItem(state.agents, message).item);
   }
   if (!owned) {
+    back.setAttribute("href", "#/admin/conversations");
+    back.lastChild.textContent = "Everyone's conversations";
     ctx.main.append(
       h("p", { class: "notice", text: "You are reading another person's conversation. It is read-only." }),
     );
+    showLatest(log);
     return;
   }
 
@@ -195,6 +205,7 @@ export async function chatView(ctx) {
     ),
   );
   ctx.main.append(form);
+  showLatest(log);
 
   question.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

@@ -51,6 +51,7 @@ const ICONS = {
   user: "M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM4 21a8 8 0 0 1 16 0",
   plane: "M2 13l8-2 4-8h2l-2 8 6 1 2-2h2l-1 4 1 4h-2l-2-2-6 1 2 8h-2l-4-8-8-2z",
   alert: "M12 3l10 18H2zM12 10v5M12 18v.5",
+  menu: "M4 7h16M4 12h16M4 17h16",
 };
 
 export function icon(name) {

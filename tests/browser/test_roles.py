@@ -15,7 +15,7 @@ from tests.fixtures.live import LiveStack
 
 pytestmark = [pytest.mark.browser, pytest.mark.keycloak, pytest.mark.redis, pytest.mark.slow]
 
-ADMIN_LINKS = ["All conversations", "Users", "Audit", "Usage"]
+ADMIN_LINKS = ["Everyone's conversations", "Users", "Audit", "Usage", "API keys"]
 
 
 def _credentials(dev_credentials: dict[str, Any], role: str) -> tuple[str, str]:
@@ -103,8 +103,8 @@ def test_manager_sees_administration_and_manages_a_new_user(
     expect(page.locator(".list-region")).not_to_have_attribute("aria-busy", "true")
     ui.shot("13-manager-usage")
 
-    page.get_by_role("link", name="All conversations", exact=True).click()
-    ui.heading("All conversations")
+    page.get_by_role("link", name="Everyone's conversations", exact=True).click()
+    ui.heading("Everyone's conversations")
     expect(page.locator(".list-region")).not_to_have_attribute("aria-busy", "true")
     expect(
         page.get_by_label("Person").get_by_role("option", name="Tara Technician (tech1)")
