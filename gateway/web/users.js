@@ -285,7 +285,7 @@ function userRow(ctx, user, reload) {
             }),
         button("End sessions", {
           kind: "secondary",
-          "aria-label": `End all sessions of ${name}`,
+          "aria-label": `End sessions of ${name}`,
           on: {
             click: () =>
               act("POST", "/logout", `Ended every session of ${name}.`, {
