@@ -12,7 +12,6 @@ what the owner lost.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 import uuid
@@ -25,14 +24,10 @@ import pytest
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakError
 
-from devstack.procs import free_port
-from gateway.proxy.assertion import generate_signing_key_pem
 from tests.faults.evidence import assert_problem, bearer
-from tests.faults.processes import ForkServer, HttpProcess, gateway_process
-from tests.faults.test_two_replicas import start_together
-from tests.fixtures.stack import RedisServer
-from tests.gateway.harness import RecordingUpstream, serve
-from tests.gateway.login_stack import Browser, KeycloakClient, keycloak_client, login
+from tests.faults.processes import ForkServer, HttpProcess
+from tests.faults.replicas import Replicas, two_replicas
+from tests.gateway.login_stack import Browser, login
 from tests.gateway.login_stack import KeycloakUser as Person
 from tests.keycloak_flows import authorization_code_tokens
 from tests.security.lab import policy_file_with_limits
@@ -51,17 +46,6 @@ ROLES = ("technician", "engineer", "manager", "admin", "service")
 PASSWORD = "Revocation-drill-only-" + secrets.token_hex(4)
 
 
-@dataclass
-class Replicas:
-    a: HttpProcess
-    b: HttpProcess
-    client: KeycloakClient
-
-    @property
-    def both(self) -> tuple[HttpProcess, HttpProcess]:
-        return (self.a, self.b)
-
-
 @pytest.fixture(scope="module")
 def replicas(
     forks: ForkServer,
@@ -71,54 +55,22 @@ def replicas(
 ) -> Iterator[Replicas]:
     """Replicas a and b with the default revocation settings, following admin events."""
     folder = tmp_path_factory.mktemp("revocation")
-    redis = RedisServer()
-    redis.start()
-    ports = {"a": free_port(), "b": free_port()}
-    urls = [f"http://127.0.0.1:{port}" for port in ports.values()]
-    try:
-        with (
-            serve(RecordingUpstream().app()) as upstream,
-            keycloak_client(keycloak_admin, urls) as client,
-        ):
-            shared = {
-                "MRO_GATEWAY_KEYCLOAK_URL": keycloak_url,
-                "MRO_GATEWAY_CLIENT_ID": client.client_id,
-                "MRO_GATEWAY_CLIENT_SECRET": client.secret,
-                "MRO_GATEWAY_REDIS_URL": redis.url,
-                "MRO_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'gateway.db'}",
-                "MRO_GATEWAY_ORCHESTRATOR_URL": upstream,
-                "MRO_GATEWAY_ASSERTION_SIGNING_KEYS": json.dumps([generate_signing_key_pem()]),
-                # Room for the drill's polling: it measures revocation, not rate limits.
-                "MRO_GATEWAY_POLICY_FILE": str(
-                    policy_file_with_limits(
-                        folder,
-                        anonymous=ROOMY,
-                        invalid_credentials=ROOMY,
-                        tiers=dict.fromkeys(ROLES, ROOMY),
-                    )
-                ),
-                # The shipped defaults, spelt out: the suite turns the follower off elsewhere.
-                "MRO_GATEWAY_ADMIN_EVENTS_POLL_SECONDS": "1.0",
-                "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": "0.5",
-            }
-            a, b = (
-                gateway_process(
-                    forks,
-                    folder,
-                    port,
-                    {**shared, "MRO_GATEWAY_AUDIT_SPOOL_DIR": str(folder / f"spool-{name}")},
-                    name=f"gateway-{name}",
-                )
-                for name, port in ports.items()
+    env = {
+        # Room for the drill's polling: it measures revocation, not rate limits.
+        "MRO_GATEWAY_POLICY_FILE": str(
+            policy_file_with_limits(
+                folder,
+                anonymous=ROOMY,
+                invalid_credentials=ROOMY,
+                tiers=dict.fromkeys(ROLES, ROOMY),
             )
-            try:
-                start_together(a, b)
-                yield Replicas(a, b, client)
-            finally:
-                a.stop()
-                b.stop()
-    finally:
-        redis.close()
+        ),
+        # The shipped defaults, spelt out: the suite turns the follower off elsewhere.
+        "MRO_GATEWAY_ADMIN_EVENTS_POLL_SECONDS": "1.0",
+        "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": "0.5",
+    }
+    with two_replicas(forks, keycloak_url, keycloak_admin, folder, env) as pair:
+        yield pair
 
 
 @contextlib.contextmanager

@@ -11,11 +11,8 @@ key, as replicas behind one Service must.
 from __future__ import annotations
 
 import importlib.resources
-import itertools
-import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +20,11 @@ import httpx
 import pytest
 from keycloak import KeycloakAdmin
 
-from devstack.procs import free_port
-from gateway.proxy.assertion import generate_signing_key_pem
 from tests.faults.evidence import assert_problem, bearer
 from tests.faults.gateways import TokenMinter
-from tests.faults.processes import ForkServer, HttpProcess, gateway_process
-from tests.fixtures.stack import RedisServer
-from tests.gateway.harness import RecordingUpstream, serve
-from tests.gateway.login_stack import KeycloakClient, keycloak_client, keycloak_user
+from tests.faults.processes import ForkServer
+from tests.faults.replicas import Replicas, two_replicas
+from tests.gateway.login_stack import keycloak_user
 from tests.keycloak_flows import authorization_code_tokens
 
 pytestmark = [pytest.mark.keycloak, pytest.mark.redis, pytest.mark.slow]
@@ -59,23 +53,6 @@ def policy_with_service_limit(folder: Path, limit: str) -> Path:
     return path
 
 
-@dataclass
-class Replicas:
-    a: HttpProcess
-    b: HttpProcess
-    client: KeycloakClient
-
-    def alternate(self) -> Iterator[HttpProcess]:
-        return itertools.cycle((self.a, self.b))
-
-
-def start_together(*processes: HttpProcess) -> None:
-    for process in processes:
-        process.launch()
-    for process in processes:
-        process.wait_ready()
-
-
 @pytest.fixture(scope="module")
 def replicas(
     forks: ForkServer,
@@ -85,47 +62,15 @@ def replicas(
 ) -> Iterator[Replicas]:
     """Replicas a and b: one Redis, one database, one assertion key, one Keycloak client."""
     folder = tmp_path_factory.mktemp("replicas")
-    redis = RedisServer()
-    redis.start()
-    ports = {"a": free_port(), "b": free_port()}
-    urls = [f"http://127.0.0.1:{port}" for port in ports.values()]
-    try:
-        with (
-            serve(RecordingUpstream().app()) as upstream,
-            keycloak_client(keycloak_admin, urls) as client,
-        ):
-            shared = {
-                "MRO_GATEWAY_KEYCLOAK_URL": keycloak_url,
-                "MRO_GATEWAY_CLIENT_ID": client.client_id,
-                "MRO_GATEWAY_CLIENT_SECRET": client.secret,
-                "MRO_GATEWAY_REDIS_URL": redis.url,
-                "MRO_GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'gateway.db'}",
-                "MRO_GATEWAY_ORCHESTRATOR_URL": upstream,
-                "MRO_GATEWAY_POLICY_FILE": str(
-                    policy_with_service_limit(folder, f"{SERVICE_LIMIT}/minute")
-                ),
-                "MRO_GATEWAY_ASSERTION_SIGNING_KEYS": json.dumps([generate_signing_key_pem()]),
-                "MRO_GATEWAY_API_KEY_CACHE_SECONDS": str(int(API_KEY_CACHE_SECONDS)),
-                "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": str(REVOCATION_CACHE_SECONDS),
-            }
-            a, b = (
-                gateway_process(
-                    forks,
-                    folder,
-                    port,
-                    {**shared, "MRO_GATEWAY_AUDIT_SPOOL_DIR": str(folder / f"spool-{name}")},
-                    name=f"gateway-{name}",
-                )
-                for name, port in ports.items()
-            )
-            try:
-                start_together(a, b)
-                yield Replicas(a, b, client)
-            finally:
-                a.stop()
-                b.stop()
-    finally:
-        redis.close()
+    env = {
+        "MRO_GATEWAY_POLICY_FILE": str(
+            policy_with_service_limit(folder, f"{SERVICE_LIMIT}/minute")
+        ),
+        "MRO_GATEWAY_API_KEY_CACHE_SECONDS": str(int(API_KEY_CACHE_SECONDS)),
+        "MRO_GATEWAY_REVOCATION_CACHE_SECONDS": str(REVOCATION_CACHE_SECONDS),
+    }
+    with two_replicas(forks, keycloak_url, keycloak_admin, folder, env) as pair:
+        yield pair
 
 
 def test_one_rate_limit_is_counted_exactly_across_replicas(
