@@ -53,7 +53,7 @@ def test_manager_creates_copies_rotates_and_revokes_a_key(
     panel.get_by_role("button", name="Copy key").click()
     expect(panel.get_by_text("Copied to the clipboard.")).to_be_visible()
     assert page.evaluate("navigator.clipboard.readText()") == key
-    ui.shot("40-api-key-created")
+    ui.shot("50-api-key-created")
     assert _agents_status(live_stack, key) == 200
 
     row = page.get_by_role("region", name="API keys").get_by_role("row").filter(has_text=name)
@@ -74,7 +74,7 @@ def test_manager_creates_copies_rotates_and_revokes_a_key(
     assert new_key != key
     expect(row.filter(has_text="Replaced; works until")).to_have_count(1)
     assert _agents_status(live_stack, new_key) == 200
-    ui.shot("41-api-key-rotated")
+    ui.shot("51-api-key-rotated")
 
     for _ in range(2):
         active = page.get_by_role("button", name=f"Revoke the key {name}").first

@@ -76,7 +76,7 @@ def test_manager_filters_the_audit_log_by_name_and_reads_names(
     expect(row.get_by_text(f"{target.name} ({target.username})")).to_have_attribute(
         "title", target.id
     )
-    ui.shot("43-audit-names")
+    ui.shot("53-audit-names")
 
     page.get_by_label("Person").fill("zz-nobody-by-this-name")
     page.get_by_role("button", name="Filter").click()

@@ -95,7 +95,7 @@ def test_opening_a_conversation_on_a_phone_shows_the_latest_answer(
               return top >= 0 && composer.getBoundingClientRect().top - top >= 96;
             }"""
         )
-        ui.shot("46-phone-latest-answer", full_page=False)
+        ui.shot("56-phone-latest-answer", full_page=False)
         assert _small_controls(page) == []
         assert ui.errors == []
     finally:
@@ -119,7 +119,7 @@ def test_managers_menu_folds_and_every_control_is_a_fingertip_wide(
     expect(users).to_be_hidden()
     menu.click()
     expect(menu).to_have_attribute("aria-expanded", "true")
-    ui.shot("47-phone-menu-open", full_page=False)
+    ui.shot("57-phone-menu-open", full_page=False)
     users.click()
     ui.heading("Users")
     expect(users).to_be_hidden()

@@ -68,14 +68,14 @@ def test_usage_names_people_and_fits_desktop_and_phone(
     assert _overflow(page, "html") == 0
     assert _overflow(page, ".usage-table") <= 0
     assert _overflow(page, ".table-wrap") == 0
-    ui.shot("44-usage-1280")
+    ui.shot("54-usage-1280")
 
     page.set_viewport_size(PHONE)
     expect(row).to_be_visible()
     assert _overflow(page, "html") == 0
     assert _overflow(page, ".table-wrap") == 0
     expect(row.locator("td[data-label='Total tokens']")).to_be_visible()
-    ui.shot("45-usage-phone", full_page=False)
+    ui.shot("55-usage-phone", full_page=False)
 
     page.get_by_label("Totals per").select_option("agent")
     page.get_by_role("button", name="Show").click()

@@ -91,5 +91,5 @@ def test_invited_person_shows_pending_and_a_failed_mail_is_an_error(
     expect(row).to_contain_text("Invitation pending")
     expect(row).to_contain_text("Email not verified")
     expect(row).to_contain_text("No password set yet")
-    ui.shot("42-users-invitation-pending")
+    ui.shot("52-users-invitation-pending")
     assert ui.errors == []
