@@ -1,4 +1,7 @@
-"""API keys: the ``mro_<id>_<secret>`` format, peppered hashing, the ``X-API-Key`` authenticator.
+"""API keys: the ``mro_<id>_<secret>`` format, peppered hashing, and their authenticator.
+
+A key comes in ``X-API-Key`` or as ``Authorization: Bearer mro_…`` (as OpenAI-style clients send
+keys; the bearer-token authenticator steps aside for that prefix).
 
 The database holds ``HMAC-SHA256(pepper, secret)`` only. Peppers rotate: verification tries the
 current pepper and every previous one, and a key verified with a previous pepper is re-hashed
@@ -148,6 +151,18 @@ def _fingerprint(pepper: bytes) -> str:
     return hmac.new(pepper, b"mro-api-key-pepper-id", hashlib.sha256).hexdigest()[:16]
 
 
+def _bearer_key(headers: Mapping[str, str]) -> str | None:
+    """The key of ``Authorization: Bearer mro_…`` (as OpenAI-style clients send keys), or None."""
+    value = headers.get("authorization") or headers.get("Authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(PREFIX + "_"):
+        return None
+    return token
+
+
 # A stored hash for the unknown-id path to compare against: same length, matches nothing.
 _DUMMY_HASH: Final = "0" * 64
 
@@ -194,6 +209,8 @@ class ApiKeyAuthenticator:
         value = headers.get(HEADER)
         if value is None:
             value = headers.get("X-API-Key")
+        if value is None:
+            value = _bearer_key(headers)
         if value is None:
             return None
         now = self._clock()

@@ -44,6 +44,7 @@ from joserfc.errors import (
 )
 from joserfc.jwt import JWTClaimsRegistry
 
+from gateway.auth.api_keys import PREFIX as _KEY_PREFIX
 from gateway.auth.jwks import JWKSCache
 from gateway.errors import AuthenticationError
 from gateway.identity import AuthMethod, Identity
@@ -63,6 +64,8 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 # Header members that carry a key or point at one: never followed, and a token carrying one is
 # refused rather than silently trusted by a later library upgrade. ``crit`` and ``b64`` change
 # how the token must be processed; none of their extensions is supported.
+# API keys (``mro_<id>_<secret>``) may come as bearer tokens; the API-key authenticator takes them.
+API_KEY_PREFIX: Final = _KEY_PREFIX + "_"
 _REFUSED_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
 
 ERROR_CODES: Final = frozenset(
@@ -147,7 +150,10 @@ class BearerAuthenticator:
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer":
             raise _fail("unsupported_scheme", "Only Bearer tokens are accepted")
-        identity = await self.verify(token.strip())
+        token = token.strip()
+        if token.startswith(API_KEY_PREFIX):
+            return None  # an API key sent the way OpenAI-style clients send theirs
+        identity = await self.verify(token)
         if self._revoked is not None and await self._revoked(identity):
             raise _fail("token_revoked", "The token's session has ended")
         return identity
@@ -267,7 +273,11 @@ def _b64decode(segment: str) -> bytes:
 def _decode_header(token: str) -> dict[str, Any]:
     parts = token.split(".")
     if len(parts) != 3:
-        raise _fail("token_malformed", "The token is not a compact JWS")
+        raise _fail(
+            "token_malformed",
+            "The bearer token is neither an access token (a compact JWS) nor an API key "
+            "(mro_…); send an API key as 'Authorization: Bearer mro_…' or 'X-API-Key: mro_…'",
+        )
     try:
         return _json_object(_b64decode(parts[0]))
     except (binascii.Error, ValueError):

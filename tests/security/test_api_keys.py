@@ -101,16 +101,22 @@ def _near_miss(key: IssuedKey) -> str:
     return key.key[:-1] + ("A" if last != "A" else "B")
 
 
-def test_a_valid_key_authenticates_and_only_in_its_header(
+def test_a_valid_key_authenticates_only_in_its_two_headers(
     live_stack: LiveStack, client_ip: str, timing_key: IssuedKey
 ) -> None:
-    """The key works in ``X-API-Key``; in the query string or as a bearer token it does not."""
+    """The key works in ``X-API-Key`` and as a bearer token (as OpenAI-style clients send keys);
+    in the query string or as Basic credentials it does not, and a bearer value that is neither
+    a JWT nor a key is told how to send one."""
     with client_from(live_stack.gateway_url, client_ip) as client:
         assert client.get("/api/agents", headers={"X-API-Key": timing_key.key}).status_code == 200
+        assert client.get("/api/agents", headers=bearer(timing_key.key)).status_code == 200
         in_query = client.get("/api/agents", params={"api_key": timing_key.key})
         assert_problem(in_query, 401, "authentication_required")
-        as_bearer = client.get("/api/agents", headers=bearer(timing_key.key))
-        assert_problem(as_bearer, 401, "token_malformed")
+        as_basic = client.get("/api/agents", headers={"Authorization": f"Basic {timing_key.key}"})
+        assert_problem(as_basic, 401, "unsupported_scheme")
+        foreign = client.get("/api/agents", headers=bearer("sk-" + timing_key.key[4:]))
+        assert_problem(foreign, 401, "token_malformed")
+        assert "X-API-Key" in foreign.json()["detail"]
 
 
 def test_near_miss_and_random_keys_take_the_same_time(

@@ -169,9 +169,22 @@ async def test_valid_key_gives_a_service_identity(db: Db, clock: FakeClock) -> N
 
 
 async def test_no_header_is_no_credential(db: Db, clock: FakeClock) -> None:
-    """Without X-API-Key the authenticator steps aside."""
+    """Without X-API-Key or a bearer key the authenticator steps aside."""
     auth = ApiKeyAuthenticator(db.sessions, settings(), clock)
     assert await auth.authenticate({"authorization": "Bearer x"}) is None
+    assert await auth.authenticate({"authorization": "Basic mro_x"}) is None
+
+
+async def test_a_key_sent_as_a_bearer_token_authenticates(db: Db, clock: FakeClock) -> None:
+    """``Authorization: Bearer mro_…``, as OpenAI-style clients send keys, is the same key."""
+    token = await issue(db, clock)
+    auth = ApiKeyAuthenticator(db.sessions, settings(), clock)
+    identity = await auth.authenticate({"authorization": f"Bearer {token}"})
+    assert identity is not None
+    assert identity.api_key_id == token.split("_")[1]
+    with pytest.raises(AuthenticationError) as refused:
+        await auth.authenticate({"authorization": f"Bearer {token[:-1]}x"})
+    assert refused.value.code == "invalid_api_key"
 
 
 async def test_every_bad_key_gets_the_same_answer(db: Db, clock: FakeClock) -> None:

@@ -193,6 +193,23 @@ async def test_no_authorization_header_is_no_credential(auth: BearerAuthenticato
     assert await auth.authenticate({"X-API-Key": "x"}) is None
 
 
+async def test_an_api_key_as_bearer_token_is_left_to_the_key_authenticator(
+    auth: BearerAuthenticator,
+) -> None:
+    """``Bearer mro_…`` is an API key, not a JWT: this authenticator steps aside."""
+    assert await auth.authenticate({"authorization": "Bearer mro_abc_def"}) is None
+
+
+async def test_a_bearer_value_that_is_neither_says_how_to_send_a_key(
+    auth: BearerAuthenticator,
+) -> None:
+    """Something that is no JWS and no key is refused with a detail naming both forms."""
+    with pytest.raises(AuthenticationError) as refused:
+        await auth.authenticate({"authorization": "Bearer sk-not-ours"})
+    assert refused.value.code == "token_malformed"
+    assert "Authorization: Bearer mro_" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("value", "code"),
     [
