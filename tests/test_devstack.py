@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
         start_new_session=True,
     )
     gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
+    # The output is read as it comes: the banner follows /readyz by the start-up's own poll.
+    lines: list[str] = []
+    reader = threading.Thread(target=_collect, args=(process, lines), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + READY_WITHIN_SECONDS
         ready = False
@@ -90,12 +95,15 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
                 break
             time.sleep(0.5)
         assert ready, f"gateway not ready in {READY_WITHIN_SECONDS}s (exit {process.poll()})"
+        while time.monotonic() < deadline and not any("dev users" in line for line in lines):
+            time.sleep(0.1)
         children = _descendants(process.pid)
         assert len(children) >= 3, "expected the model server, orchestrator and gateway"
     finally:
         os.kill(process.pid, signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
-    text = output.decode(errors="replace")
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    text = "".join(lines)
     assert "dev users" in text, text[-2000:]
     assert "tech1" in text
     assert f"mail      http://127.0.0.1:{ports['MAILPIT']}" in text, text[-2000:]
@@ -103,6 +111,13 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
     assert not _alive(children), f"left behind: {_alive(children)}"
     for port in ports.values():
         assert not port_open("127.0.0.1", port), f"port {port} still open"
+
+
+def _collect(process: subprocess.Popen[bytes], lines: list[str]) -> None:
+    """Append process's output lines to lines until it closes its output."""
+    assert process.stdout is not None
+    for line in iter(process.stdout.readline, b""):
+        lines.append(line.decode(errors="replace"))
 
 
 @pytest.mark.keycloak
