@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 
 from tests.browser.pages import Ui
 
@@ -72,6 +72,9 @@ def open_ui(chromium: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
             base_url=gateway_url,
         )
         context.set_default_timeout(20_000)
+        # Waits, not bounds on speed: a loaded CI machine may take more than the default 5 s
+        # to render a page while the rest of the suite runs.
+        expect.set_options(timeout=15_000)
         ui = Ui(context.new_page(), gateway_url)
         opened.append(ui)
         return ui
