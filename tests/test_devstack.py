@@ -103,6 +103,8 @@ def test_stack_command_serves_readyz_and_stops_without_leftovers(
         os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
         reader.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
     text = "".join(lines)
     assert "dev users" in text, text[-2000:]
     assert "tech1" in text
