@@ -208,7 +208,10 @@ class Pipeline:
             parts.authz.authorise(identity, rule.permission, context)
             key, limits = parts.rules.for_identity(identity, rule.llm)
 
-        # 5. Rate limit.
+        # 5. Rate limit (not the web UI's packaged files: see RouteRule.static).
+        if rule.static:
+            await self.app(scope, receive, reply)
+            return
         decision = await parts.limiter.hit(key, limits)
         reply.extra += [
             (b"ratelimit-policy", parts.rules.policy_field(limits).encode()),

@@ -38,6 +38,9 @@ class RouteRule:
     llm: bool = False
     # None: every environment; otherwise the rule exists only in these.
     environments: frozenset[str] | None = None
+    # The web UI's packaged files: public, read-only and stateless, so not rate-limited (a
+    # hangar's tablets behind one address load a dozen of them per page).
+    static: bool = False
 
 
 @dataclass(frozen=True, slots=True)

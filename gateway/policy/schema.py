@@ -139,7 +139,7 @@ def _roles(value: object, permissions: Mapping[str, str]) -> dict[str, frozenset
 
 
 def _route(value: object, where: str, permissions: Mapping[str, str]) -> RouteRule:
-    optional = {"permission", "public", "llm", "environments"}
+    optional = {"permission", "public", "llm", "environments", "static"}
     entry = _table(value, where, {"methods", "path", "upstream"}, optional)
     methods = frozenset(m.upper() for m in _strings(entry["methods"], f"{where}.methods"))
     if not methods or not methods <= _METHODS:
@@ -172,7 +172,12 @@ def _route(value: object, where: str, permissions: Mapping[str, str]) -> RouteRu
     environments = None
     if "environments" in entry:
         environments = frozenset(_strings(entry["environments"], f"{where}.environments"))
-    return RouteRule(methods, path, permission, public, upstream, llm, environments)
+    static = entry.get("static", False)
+    if not isinstance(static, bool):
+        raise PolicyError(f"{where}.static must be a boolean")
+    if static and (not public or upstream is not Upstream.GATEWAY or methods - {"GET", "HEAD"}):
+        raise PolicyError(f"{where}: static routes are public GET/HEAD routes of the gateway")
+    return RouteRule(methods, path, permission, public, upstream, llm, environments, static)
 
 
 def _check_clashes(routes: Iterable[RouteRule]) -> None:

@@ -183,6 +183,17 @@ async def test_ratelimit_fields_follow_the_draft(tmp_path: Path, redis_url: str)
     assert public.headers["ratelimit-policy"] == '"anonymous";q=300;w=60'
 
 
+async def test_the_web_uis_files_are_not_rate_limited(tmp_path: Path, redis_url: str) -> None:
+    """More asset requests from one address than the anonymous limit allows all succeed (the
+    UI's files are static); the page itself is still limited per address."""
+    app = in_process_app(tmp_path, redis_url, RecordingUpstream())
+    async with running(app) as http:
+        assets = [(await http.get("/app/app.css")).status_code for _ in range(310)]
+        page = await http.get("/")
+    assert assets == [200] * 310
+    assert page.headers["ratelimit-policy"] == '"anonymous";q=300;w=60'
+
+
 async def test_access_line_has_every_field_and_skips_the_caller_lookup(
     tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

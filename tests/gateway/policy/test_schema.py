@@ -32,3 +32,19 @@ def test_budget_errors_become_policy_errors() -> None:
     """An invalid [budgets] table is reported as a PolicyError naming the key."""
     with pytest.raises(PolicyError, match=r"budgets\.redis_down"):
         validate(minimal(budgets={"redis_down": "ignore"}))
+
+
+def test_static_routes_are_public_read_only_routes_of_the_gateway() -> None:
+    """``static = true`` is kept on a public GET route of the gateway and refused elsewhere."""
+    data = with_route(
+        methods=["GET"], path="/ui/{name}", public=True, upstream="gateway", static=True
+    )
+    (ui,) = [r for r in validate(data).routes if r.path == "/ui/{name}"]
+    assert ui.static is True
+    for bad in (
+        {"methods": ["POST"], "public": True, "upstream": "gateway"},
+        {"methods": ["GET"], "public": True, "upstream": "orchestrator"},
+        {"methods": ["GET"], "permission": "things:read", "upstream": "gateway"},
+    ):
+        with pytest.raises(PolicyError, match="static"):
+            validate(with_route(path="/ui/{name}", static=True, **bad))
